@@ -1,0 +1,26 @@
+"""hubscan: vet CLIP checkpoints before they ship.
+
+Owns the version and a small library API that returns records. Imports nothing heavy at module
+load, so `hubscan scan` and `import hubscan` never pull in torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from hubscan.records import ScanReport
+
+__all__ = ["__version__", "scan"]
+
+
+def scan(ref: str, *, policy: str | Path = "default", offline: bool | None = None) -> ScanReport:
+    """Fetch `ref` (org/name[@rev] or a local directory) and scan its files statically."""
+    from hubscan import pipeline
+    from hubscan.policy import load_policy
+
+    return pipeline.scan(ref, policy=load_policy(policy), offline=offline)

@@ -1,0 +1,75 @@
+"""Failures: hubscan could not do its job.
+
+Owns the exit-code table and the HubscanError tree; each class carries its ExitCode. Bad or hostile
+*input* files are never errors here: they are Findings (records.py). Must not import third-party
+libraries: wrapping their errors happens at the boundary modules (hub.py, model.py).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """The process exit codes; they are API (README, --help)."""
+
+    OK = 0  # finished; nothing at or above fail_on; no backdoor, or one removed and verified
+    FINDINGS = 1  # finished; the gate fails
+    USAGE = 2  # command-line usage error (Typer's own)
+    NO_VERDICT = 3  # bad policy, repo, revision, auth, unreadable input, or a budget ran out
+    NOT_REMEDIATED = 4  # a patch was attempted but did not pass verification
+    INTERNAL = 5  # a bug
+
+
+class HubscanError(Exception):
+    """Base class; `str(err)` is one actionable line."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.INTERNAL
+
+
+class NoVerdict(HubscanError):
+    """hubscan could not reach a verdict: the input must change."""
+
+    exit_code = ExitCode.NO_VERDICT
+
+
+class PolicyError(NoVerdict):
+    """A policy file is missing, unreadable or invalid; the message lists every problem."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__(f"invalid policy {source}: " + "; ".join(problems))
+
+
+class RefError(NoVerdict):
+    """A model reference (org/name[@rev] or directory) cannot be parsed or does not exist."""
+
+
+class RepoNotFound(NoVerdict):
+    """The repository does not exist, or is private and no token grants access."""
+
+
+class RevisionNotFound(NoVerdict):
+    """The branch, tag or commit does not exist in the repository."""
+
+
+class AccessDenied(NoVerdict):
+    """The repository is gated or the token lacks access."""
+
+
+class NotCached(NoVerdict):
+    """Offline mode, and the repository (or a needed file) is not in the local cache."""
+
+
+class HubUnavailable(NoVerdict):
+    """The Hub could not be reached, rate-limited us, or answered with a server error."""
+
+
+class TooLarge(NoVerdict):
+    """The files to download exceed the policy's size budget."""
+
+
+class FetchError(NoVerdict):
+    """A download or local read failed (I/O), so the snapshot is incomplete."""

@@ -1,0 +1,155 @@
+"""Frozen records passed between pipeline stages.
+
+Owns the data shapes only: fields are str/int/float/bool/Path/enums/tuples/records, so every record
+serializes through `report.to_jsonable`. Must never import torch or any third-party library;
+tensors stay in files that records point to by path and sha256.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from pathlib import Path
+
+
+class Severity(IntEnum):
+    """Ordered, so `finding.severity >= policy.fail_on` is the gate."""
+
+    INFO = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+    @classmethod
+    def parse(cls, name: str) -> Severity:
+        """'high' -> Severity.HIGH; raises KeyError on an unknown name."""
+        return cls[name.upper()]
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class SourceKind(Enum):
+    HUB = "hub"  # resolved and downloaded through the Hub API
+    CACHE = "cache"  # resolved from the local HF cache (offline)
+    DIRECTORY = "directory"  # a plain local directory
+
+
+class FileKind(Enum):
+    REGULAR = "regular"  # a regular file inside the snapshot root (or its HF cache blob)
+    LINK_ESCAPE = "link_escape"  # a symlink leading out of the snapshot root: never read
+    SPECIAL = "special"  # fifo, socket, device: never read
+    REMOTE = "remote"  # listed by the Hub but not downloaded (not needed, or over the size cap)
+
+
+class Verdict(Enum):
+    PASS = "pass"  # nothing at or above fail_on, and the weights were scanned
+    FAIL = "fail"  # findings at or above fail_on
+    NO_VERDICT = "no_verdict"  # nothing that could carry weights was scanned
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RepoRef:
+    """What the user asked for: a Hub repo at a revision, or a local directory."""
+
+    repo_id: str  # "org/name", or the directory path as given
+    revision: str | None = None  # branch, tag or 40-hex sha; None = the default branch
+    local_path: Path | None = None  # set for a local directory
+
+    @property
+    def display(self) -> str:
+        return self.repo_id if self.revision is None else f"{self.repo_id}@{self.revision}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileEntry:
+    path: str  # POSIX path relative to the snapshot root
+    size: int  # bytes (for REMOTE: as the Hub reports it)
+    kind: FileKind = FileKind.REGULAR
+    sha256: str | None = None  # of the local bytes; None when not read (remote, too large, link)
+    hub_sha256: str | None = None  # the Hub's LFS sha256 when it gives one
+    link_target: str | None = None  # where a symlink points, for LINK_ESCAPE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubFileScan:
+    """The Hub's own security scan of one file (ClamAV, pickle import scan)."""
+
+    path: str
+    status: str  # "safe" | "unsafe" | "suspicious" | "caution" | "queued" | "unscanned" | "error"
+    detail: str  # what the Hub said, one line
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    repo_id: str
+    commit: str | None  # 40-hex commit sha; None for a plain local directory
+    root: Path  # the snapshot directory; every read stays inside it (or its cache blobs)
+    source: SourceKind
+    files: tuple[FileEntry, ...]
+    revision: str | None = None  # what the user asked for, before resolution
+    truncated: bool = False  # the listing stopped at the policy's file-count cap
+    hub_scans: tuple[HubFileScan, ...] = ()  # empty when offline or not reported
+    hub_scans_done: bool | None = None  # None = unknown (offline or local)
+
+    def path_of(self, entry: FileEntry) -> Path:
+        return self.root / entry.path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    code: str  # stable, e.g. "ST_OFFSETS_OVERLAP"; see codes.py and the README table
+    severity: Severity
+    path: str  # file path relative to the snapshot root ("" for the repo as a whole)
+    message: str  # one sentence, no trailing period, no secrets
+    scanner: str  # "safetensors" | "pickle" | "files" | "hub"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    stage: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScanReport:
+    snapshot: Snapshot
+    findings: tuple[Finding, ...]
+    scanned: tuple[str, ...]  # files a scanner read in full
+    skipped: tuple[Skipped, ...]  # files no scanner read, with why
+    weights_scanned: tuple[str, ...]  # the subset of `scanned` that can carry weights
+
+    def worst(self) -> Severity | None:
+        return max((f.severity for f in self.findings), default=None)
+
+    def blocking(self, fail_on: Severity) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity >= fail_on)
+
+    def verdict(self, fail_on: Severity) -> Verdict:
+        if self.blocking(fail_on):
+            return Verdict.FAIL
+        if not self.weights_scanned:
+            return Verdict.NO_VERDICT
+        return Verdict.PASS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    """Everything one run produced; the top of report.json."""
+
+    tool_version: str
+    policy_name: str
+    policy_sha256: str
+    fail_on: Severity
+    started: str  # ISO 8601, UTC
+    verdict: Verdict
+    timings: tuple[Timing, ...]
+    scan: ScanReport
