@@ -1,0 +1,237 @@
+"""The command line: thin Typer commands that parse, call the pipeline, render and exit.
+
+Owns argument parsing, the output format choice, writing --output atomically, and the mapping of
+errors to exit codes (the one broad exception handler in hubscan). Must not do any work itself:
+stages run in pipeline.py, rendering lives in report.py. Uses only Typer's public API (never
+`import click`). `hubscan scan` must never import torch: keep heavy imports inside commands.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from hubscan import __version__, pipeline, report
+from hubscan.errors import ExitCode, HubscanError
+from hubscan.policy import Policy, load_policy, with_fail_on
+from hubscan.records import RunReport, Severity, Verdict
+
+EXIT_CODES = """\
+Exit codes: 0 finished, nothing at or above fail_on · 1 the gate fails (findings at or above
+fail_on) · 2 usage error · 3 no verdict (bad policy, repo, revision, auth, unreadable input, no
+weights scanned) · 4 a patch did not pass verification · 5 internal error (rerun with --debug)."""
+
+app = typer.Typer(
+    name="hubscan",
+    help="Vet CLIP checkpoints from the Hugging Face Hub before they ship.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+policy_app = typer.Typer(help="Show and check policies.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks; results go to benchmarks/.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+app.add_typer(bench_app, name="bench")
+
+err_console = Console(stderr=True)
+
+
+class Format(str, Enum):
+    human = "human"
+    json = "json"
+    sarif = "sarif"
+    markdown = "markdown"
+
+
+RefArg = Annotated[
+    str, typer.Argument(help="org/name, org/name@REV (branch, tag or commit sha), or a directory")
+]
+PolicyOpt = Annotated[
+    str, typer.Option("--policy", "-p", help="bundled policy name or a TOML file")
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="write the report to FILE instead of stdout")
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="use only the local HF cache (as HF_HUB_OFFLINE=1)")
+]
+FailOnOpt = Annotated[
+    str | None,
+    typer.Option("--fail-on", help="override the policy's gate: info|low|medium|high|critical"),
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="show tracebacks (or set HUBSCAN_DEBUG=1)")
+]
+
+VERDICT_EXIT = {Verdict.PASS: ExitCode.OK, Verdict.FAIL: ExitCode.FINDINGS,
+                Verdict.NO_VERDICT: ExitCode.NO_VERDICT}  # fmt: skip
+
+
+def _run(body: Callable[[], int], *, debug: bool) -> NoReturn:
+    """Run a command body; every failure becomes one line on stderr and its exit code."""
+    debug = debug or os.environ.get("HUBSCAN_DEBUG", "") not in ("", "0")
+    try:
+        code = body()
+    except HubscanError as err:
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"hubscan: {err}", markup=False, highlight=False)
+        code = err.exit_code
+    except KeyboardInterrupt:
+        err_console.print("hubscan: interrupted; nothing was written", markup=False)
+        code = 130
+    except Exception as err:  # the one broad handler: a bug, reported as such
+        if debug:
+            traceback.print_exc()
+        err_console.print(
+            f"hubscan: internal error: {type(err).__name__}: {err} (rerun with --debug)",
+            markup=False,
+        )
+        code = ExitCode.INTERNAL
+    raise typer.Exit(int(code))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Temp file in the same directory + rename: readers never see half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _render(run: RunReport, fmt: Format, *, to_file: bool) -> str:
+    if fmt is Format.json:
+        return report.render_json(run)
+    if fmt is Format.sarif:
+        return report.render_sarif([run])
+    if fmt is Format.markdown:
+        return report.render_markdown(run)
+    buffer = io.StringIO()
+    # A terminal gets colour; a file gets plain text at a fixed width.
+    console = Console(file=buffer, width=120, no_color=True) if to_file else Console(file=buffer,
+        force_terminal=sys.stdout.isatty(), width=Console().width)  # fmt: skip
+    report.render_human(run, console)
+    return buffer.getvalue()
+
+
+def _emit(run: RunReport, fmt: Format, output: Path | None) -> None:
+    text = _render(run, fmt, to_file=output is not None)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(output, text)
+
+
+def _policy(spec: str, fail_on: str | None) -> Policy:
+    policy = load_policy(spec)
+    if fail_on is None:
+        return policy
+    if fail_on.upper() not in Severity.__members__:
+        raise typer.BadParameter(f"unknown severity {fail_on!r}", param_hint="--fail-on")
+    return with_fail_on(policy, Severity.parse(fail_on))
+
+
+@app.command()
+def scan(
+    ref: RefArg,
+    policy: PolicyOpt = "default",
+    format: FormatOpt = Format.human,
+    output: OutputOpt = None,
+    offline: OfflineOpt = False,
+    fail_on: FailOnOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Scan a checkpoint's files without loading them (never imports torch)."""
+
+    def body() -> int:
+        pol = _policy(policy, fail_on)
+        progress = None if format is not Format.human else _stage_status
+        run = pipeline.scan(ref, policy=pol, offline=True if offline else None, progress=progress)
+        _emit(run, format, output)
+        return VERDICT_EXIT[run.verdict]
+
+    _run(body, debug=debug)
+
+
+def _stage_status(stage: str) -> None:
+    err_console.print(f"[dim]{stage}…[/]")
+
+
+@policy_app.command("show")
+def policy_show(
+    policy: Annotated[str, typer.Argument(help="bundled name or TOML file")] = "default",
+) -> None:
+    """Print the effective policy (after `extends`) as JSON."""
+
+    def body() -> int:
+        pol = load_policy(policy)
+        data = report.to_jsonable(pol)
+        data["safetensors"]["dtypes"] = sorted(pol.safetensors.dtypes)
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return ExitCode.OK
+
+    _run(body, debug=False)
+
+
+@policy_app.command("check")
+def policy_check(policy: Annotated[str, typer.Argument(help="bundled name or TOML file")]) -> None:
+    """Validate a policy; every problem is listed, exit 3 if any."""
+
+    def body() -> int:
+        pol = load_policy(policy)
+        sys.stdout.write(f"ok: policy {pol.name!r} from {pol.source} (sha256 {pol.sha256})\n")
+        return ExitCode.OK
+
+    _run(body, debug=False)
+
+
+@bench_app.command("scan")
+def bench_scan(
+    size_mb: Annotated[int, typer.Option(help="size of the safetensors file to scan")] = 600,
+    runs: Annotated[int, typer.Option(help="timed runs; the median is reported")] = 5,
+    out: Annotated[Path, typer.Option(help="where scan.md and scan.json go")] = Path("benchmarks"),
+) -> None:
+    """Time `hubscan scan` on a large safetensors file (median of several runs)."""
+    from hubscan import bench
+
+    _run(lambda: bench.scan_speed(size_mb=size_mb, runs=runs, out=out), debug=False)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"hubscan {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    """Vet CLIP checkpoints from the Hugging Face Hub before they ship."""
+
+
+def main() -> None:
+    app(prog_name="hubscan")
+
+
+__all__ = ["app", "main"]
