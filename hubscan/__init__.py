@@ -13,12 +13,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from hubscan.records import ScanReport
+    from hubscan.records import RunReport
 
 __all__ = ["__version__", "scan"]
 
 
-def scan(ref: str, *, policy: str | Path = "default", offline: bool | None = None) -> ScanReport:
+def scan(ref: str, *, policy: str | Path = "default", offline: bool | None = None) -> RunReport:
     """Fetch `ref` (org/name[@rev] or a local directory) and scan its files statically."""
     from hubscan import pipeline
     from hubscan.policy import load_policy

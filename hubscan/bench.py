@@ -25,8 +25,9 @@ def write_large_safetensors(path: Path, size_mb: int) -> int:
     """One F32 tensor of about `size_mb` MB of random bytes (random so nothing compresses or
     dedupes), with a real safetensors header. Returns the file size."""
     numel = size_mb * 1_000_000 // 4
-    header = json.dumps({"weight": {"dtype": "F32", "shape": [numel],
-                                    "data_offsets": [0, numel * 4]}}).encode()  # fmt: skip
+    header = json.dumps(
+        {"weight": {"dtype": "F32", "shape": [numel], "data_offsets": [0, numel * 4]}}
+    ).encode()
     header += b" " * (-len(header) % 8)  # the format pads the header to 8 bytes
     with path.open("wb") as fh:
         fh.write(struct.pack("<Q", len(header)) + header)
@@ -53,7 +54,8 @@ def scan_speed(*, size_mb: int, runs: int, out: Path) -> int:
         "benchmark": "scan",
         "command": f"hubscan bench scan --size-mb {size_mb} --runs {runs}",
         "hubscan": __version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
         "file_bytes": size,
         "runs": runs,
         "seconds_median": round(statistics.median(times), 3),

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Callable
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -48,7 +48,7 @@ app.add_typer(bench_app, name="bench")
 err_console = Console(stderr=True)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     human = "human"
     json = "json"
     sarif = "sarif"
@@ -68,16 +68,17 @@ OutputOpt = Annotated[
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="use only the local HF cache (as HF_HUB_OFFLINE=1)")
 ]
+SeverityName = Enum("SeverityName", {s.label: s.label for s in Severity}, type=str)  # type: ignore[misc]
 FailOnOpt = Annotated[
-    str | None,
-    typer.Option("--fail-on", help="override the policy's gate: info|low|medium|high|critical"),
+    SeverityName | None, typer.Option("--fail-on", help="override the policy's gate")
 ]
-DebugOpt = Annotated[
-    bool, typer.Option("--debug", help="show tracebacks (or set HUBSCAN_DEBUG=1)")
-]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks (or set HUBSCAN_DEBUG=1)")]
 
-VERDICT_EXIT = {Verdict.PASS: ExitCode.OK, Verdict.FAIL: ExitCode.FINDINGS,
-                Verdict.NO_VERDICT: ExitCode.NO_VERDICT}  # fmt: skip
+VERDICT_EXIT = {
+    Verdict.PASS: ExitCode.OK,
+    Verdict.FAIL: ExitCode.FINDINGS,
+    Verdict.NO_VERDICT: ExitCode.NO_VERDICT,
+}
 
 
 def _run(body: Callable[[], int], *, debug: bool) -> NoReturn:
@@ -126,8 +127,11 @@ def _render(run: RunReport, fmt: Format, *, to_file: bool) -> str:
         return report.render_markdown(run)
     buffer = io.StringIO()
     # A terminal gets colour; a file gets plain text at a fixed width.
-    console = Console(file=buffer, width=120, no_color=True) if to_file else Console(file=buffer,
-        force_terminal=sys.stdout.isatty(), width=Console().width)  # fmt: skip
+    console = (
+        Console(file=buffer, width=120, no_color=True)
+        if to_file
+        else Console(file=buffer, force_terminal=sys.stdout.isatty(), width=Console().width)
+    )
     report.render_human(run, console)
     return buffer.getvalue()
 
@@ -140,13 +144,9 @@ def _emit(run: RunReport, fmt: Format, output: Path | None) -> None:
         write_atomic(output, text)
 
 
-def _policy(spec: str, fail_on: str | None) -> Policy:
+def _policy(spec: str, fail_on: SeverityName | None) -> Policy:
     policy = load_policy(spec)
-    if fail_on is None:
-        return policy
-    if fail_on.upper() not in Severity.__members__:
-        raise typer.BadParameter(f"unknown severity {fail_on!r}", param_hint="--fail-on")
-    return with_fail_on(policy, Severity.parse(fail_on))
+    return policy if fail_on is None else with_fail_on(policy, Severity.parse(fail_on.value))
 
 
 @app.command()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from hubscan.records import Severity
 
-C, H, M, L, I = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
+C, H, M, L, N = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +28,16 @@ CODES: dict[str, CodeInfo] = {
     "ST_HEADER_NOT_UTF8": CodeInfo("safetensors", H, "header is not valid UTF-8"),
     "ST_HEADER_NOT_JSON": CodeInfo("safetensors", H, "header is not a JSON object"),
     "ST_DUPLICATE_KEY": CodeInfo("safetensors", H, "header repeats a key (parsers disagree)"),
-    "ST_BAD_ENTRY": CodeInfo("safetensors", H, "tensor entry lacks or mistypes dtype/shape/offsets"),
+    "ST_BAD_ENTRY": CodeInfo(
+        "safetensors", H, "tensor entry lacks or mistypes dtype/shape/offsets"
+    ),
     "ST_DTYPE_NOT_ALLOWED": CodeInfo("safetensors", M, "dtype not in the policy allowlist"),
     "ST_SIZE_MISMATCH": CodeInfo("safetensors", H, "shape x dtype size differs from the byte span"),
     "ST_OFFSETS_OVERLAP": CodeInfo("safetensors", H, "two tensors share bytes"),
     "ST_OFFSETS_GAP": CodeInfo("safetensors", H, "tensor data not contiguous from offset 0"),
-    "ST_DATA_TRUNCATED": CodeInfo("safetensors", H, "header declares more data than the file holds"),
+    "ST_DATA_TRUNCATED": CodeInfo(
+        "safetensors", H, "header declares more data than the file holds"
+    ),
     "ST_TRAILING_BYTES": CodeInfo("safetensors", M, "bytes after the last tensor"),
     "ST_METADATA_INVALID": CodeInfo("safetensors", M, "__metadata__ is not a string-to-string map"),
     # pickle opcode walk (scan/pickle.py)
@@ -45,7 +49,9 @@ CODES: dict[str, CodeInfo] = {
     "PKL_TOO_COMPLEX": CodeInfo("pickle", H, "over the policy's opcode or size budget"),
     "PKL_ARCHIVE_INVALID": CodeInfo("pickle", H, "zip archive cannot be read"),
     "PKL_ARCHIVE_NESTED": CodeInfo("pickle", H, "archive inside an archive"),
-    "PKL_ARCHIVE_UNSUPPORTED": CodeInfo("pickle", H, "archive format hubscan cannot open (7z, tar, gzip)"),
+    "PKL_ARCHIVE_UNSUPPORTED": CodeInfo(
+        "pickle", H, "archive format hubscan cannot open (7z, tar, gzip)"
+    ),
     "PKL_NO_PICKLE": CodeInfo("pickle", H, "weights file holds no pickle hubscan recognizes"),
     # file inventory (scan/files.py)
     "FILE_PATH_ESCAPE": CodeInfo("files", C, "symlink or path leads out of the snapshot"),
@@ -61,7 +67,7 @@ CODES: dict[str, CodeInfo] = {
     "FILE_PICKLE_WEIGHTS": CodeInfo("files", L, "weights only in a pickle format, not safetensors"),
     # the Hub's own scans (read from the API when online)
     "HUB_FLAGGED": CodeInfo("hub", H, "the Hub's security scan flags this file"),
-    "HUB_SCAN_PENDING": CodeInfo("hub", I, "the Hub has not finished scanning this commit"),
+    "HUB_SCAN_PENDING": CodeInfo("hub", N, "the Hub has not finished scanning this commit"),
 }
 
 

@@ -42,9 +42,10 @@ def scan(
     """Fetch `ref` pinned to one commit and scan its files statically."""
     started = datetime.now(UTC).isoformat(timespec="seconds")
     timings: list[Timing] = []
+    repo_ref = parse_ref(ref)
     with _timed("fetch", timings, progress):
         snapshot = fetch_snapshot(
-            parse_ref(ref), policy=policy, offline=offline, endpoint=endpoint, cache_dir=cache_dir
+            repo_ref, policy=policy, offline=offline, endpoint=endpoint, cache_dir=cache_dir
         )
     with _timed("scan", timings, progress):
         report = scan_snapshot(snapshot, policy=policy)

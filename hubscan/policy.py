@@ -25,9 +25,29 @@ GlobalTable = tuple[tuple[str, tuple[str, ...]], ...]  # (module, names); "*" = 
 Rule = Literal["deny", "allow", "unknown"]
 
 SAFETENSORS_DTYPES = frozenset(
-    {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
-     "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL", "C64"}
-)  # fmt: skip
+    {
+        "F64",
+        "F32",
+        "F16",
+        "BF16",
+        "F8_E4M3",
+        "F8_E5M2",
+        "F8_E8M0",
+        "F6_E2M3",
+        "F6_E3M2",
+        "F4",
+        "I64",
+        "I32",
+        "I16",
+        "I8",
+        "U64",
+        "U32",
+        "U16",
+        "U8",
+        "BOOL",
+        "C64",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,7 +240,7 @@ def _global_table(value: Any, key: str, problems: list[str]) -> Any:
     rows = []
     for module, names in value.items():
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            problems.append(f"{key}.{module}: expected a list of global names (or [\"*\"])")
+            problems.append(f'{key}.{module}: expected a list of global names (or ["*"])')
             continue
         rows.append((module, tuple(names)))
     return tuple(rows)
@@ -270,15 +290,16 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def _validate(raw: Mapping[str, Any], schema: Mapping[str, Any], prefix: str,
-              problems: list[str]) -> dict[str, Any]:  # fmt: skip
+def _validate(
+    raw: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, problems: list[str]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in sorted(set(raw) - set(schema)):
         problems.append(f"{prefix}{key}: unknown key")
     for key, rule in schema.items():
         dotted = f"{prefix}{key}"
         if key not in raw:
-            problems.append(f"{dotted}: missing (or add `extends = \"default\"`)")
+            problems.append(f'{dotted}: missing (or add `extends = "default"`)')
         elif isinstance(rule, dict):
             if isinstance(raw[key], dict):
                 out[key] = _validate(raw[key], rule, dotted + ".", problems)

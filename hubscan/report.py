@@ -25,13 +25,28 @@ SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFO_URI = "https://github.com/hubscan/hubscan"
 MARKDOWN_MAX_FINDINGS = 200  # a job summary is capped at 1 MiB; the JSON report has them all
 
-_SARIF_LEVEL = {Severity.CRITICAL: "error", Severity.HIGH: "error", Severity.MEDIUM: "warning",
-                Severity.LOW: "note", Severity.INFO: "note"}  # fmt: skip
+_SARIF_LEVEL = {
+    Severity.CRITICAL: "error",
+    Severity.HIGH: "error",
+    Severity.MEDIUM: "warning",
+    Severity.LOW: "note",
+    Severity.INFO: "note",
+}
 # GitHub code scanning ranks security results by this CVSS-like score.
-_SECURITY_SEVERITY = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5",
-                      Severity.LOW: "3.0", Severity.INFO: "0.0"}  # fmt: skip
-_STYLE = {Severity.CRITICAL: "bold red", Severity.HIGH: "red", Severity.MEDIUM: "yellow",
-          Severity.LOW: "cyan", Severity.INFO: "dim"}  # fmt: skip
+_SECURITY_SEVERITY = {
+    Severity.CRITICAL: "9.5",
+    Severity.HIGH: "8.0",
+    Severity.MEDIUM: "5.5",
+    Severity.LOW: "3.0",
+    Severity.INFO: "0.0",
+}
+_STYLE = {
+    Severity.CRITICAL: "bold red",
+    Severity.HIGH: "red",
+    Severity.MEDIUM: "yellow",
+    Severity.LOW: "cyan",
+    Severity.INFO: "dim",
+}
 _VERDICT_TEXT = {Verdict.PASS: "PASS", Verdict.FAIL: "FAIL", Verdict.NO_VERDICT: "NO VERDICT"}
 
 
@@ -79,8 +94,10 @@ def _sarif_rule(code: str) -> dict[str, Any]:
         "name": "".join(part.title() for part in code.split("_")),
         "shortDescription": {"text": info.summary},
         "defaultConfiguration": {"level": _SARIF_LEVEL[info.severity]},
-        "properties": {"security-severity": _SECURITY_SEVERITY[info.severity],
-                       "tags": ["security", info.scanner]},  # fmt: skip
+        "properties": {
+            "security-severity": _SECURITY_SEVERITY[info.severity],
+            "tags": ["security", info.scanner],
+        },
     }
 
 
@@ -93,25 +110,47 @@ def sarif_run(run: RunReport) -> dict[str, Any]:
             "ruleIndex": codes.index(f.code),
             "level": _SARIF_LEVEL[f.severity],
             "message": {"text": f.message},
-            "locations": [{"physicalLocation": {"artifactLocation": {
-                "uri": f.path or ".", "uriBaseId": "SNAPSHOT"}}}],  # fmt: skip
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.path or ".", "uriBaseId": "SNAPSHOT"}
+                    }
+                }
+            ],
             "partialFingerprints": {"hubscan/v1": fingerprint(run, f.path, f.code, f.message)},
-            "properties": {"severity": f.severity.label,
-                           "security-severity": _SECURITY_SEVERITY[f.severity]},  # fmt: skip
+            "properties": {
+                "severity": f.severity.label,
+                "security-severity": _SECURITY_SEVERITY[f.severity],
+            },
         }
         for f in findings
     ]
     snap = run.scan.snapshot
     return {
-        "tool": {"driver": {"name": "hubscan", "version": run.tool_version,
-                            "informationUri": INFO_URI, "rules": [_sarif_rule(c) for c in codes]}},  # fmt: skip
+        "tool": {
+            "driver": {
+                "name": "hubscan",
+                "version": run.tool_version,
+                "informationUri": INFO_URI,
+                "rules": [_sarif_rule(c) for c in codes],
+            }
+        },
         "automationDetails": {"id": f"hubscan/{snap.repo_id}/"},
         "originalUriBaseIds": {"SNAPSHOT": {"uri": _location_base(run)}},
-        "invocations": [{"executionSuccessful": run.verdict is not Verdict.NO_VERDICT,
-                         "startTimeUtc": run.started}],  # fmt: skip
+        "invocations": [
+            {
+                "executionSuccessful": run.verdict is not Verdict.NO_VERDICT,
+                "startTimeUtc": run.started,
+            }
+        ],
         "results": results,
-        "properties": {"repo": snap.repo_id, "commit": snap.commit, "verdict": run.verdict.value,
-                       "policy": run.policy_name, "policySha256": run.policy_sha256},  # fmt: skip
+        "properties": {
+            "repo": snap.repo_id,
+            "commit": snap.commit,
+            "verdict": run.verdict.value,
+            "policy": run.policy_name,
+            "policySha256": run.policy_sha256,
+        },
     }
 
 
@@ -143,8 +182,10 @@ def render_markdown(run: RunReport) -> str:
     if findings:
         lines += ["| severity | code | file | finding |", "|---|---|---|---|"]
         for f in findings[:MARKDOWN_MAX_FINDINGS]:
-            lines.append(f"| {f.severity.label} | `{f.code}` | `{_md_cell(f.path) or '.'}` | "
-                         f"{_md_cell(f.message)} |")  # fmt: skip
+            lines.append(
+                f"| {f.severity.label} | `{f.code}` | `{_md_cell(f.path) or '.'}` | "
+                f"{_md_cell(f.message)} |"
+            )
         if len(findings) > MARKDOWN_MAX_FINDINGS:
             lines.append(f"\n_{len(findings) - MARKDOWN_MAX_FINDINGS} more in the JSON report._")
     else:
@@ -163,8 +204,9 @@ def render_human(run: RunReport, console: Console) -> None:
         for column in ("severity", "code", "file", "finding"):
             table.add_column(column, overflow="fold")
         for f in findings:
-            table.add_row(f"[{_STYLE[f.severity]}]{f.severity.label}[/]", f.code, f.path or ".",
-                          f.message)  # fmt: skip
+            table.add_row(
+                f"[{_STYLE[f.severity]}]{f.severity.label}[/]", f.code, f.path or ".", f.message
+            )
         console.print(table)
     style = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red"}.get(run.verdict, "bold yellow")
     commit = snap.commit or "local directory"

@@ -18,8 +18,16 @@ from hubscan.records import FileEntry, FileKind, Finding, Snapshot
 
 CONFIG_NAME = "open_clip_config.json"
 # Native executables and scripts, by their first bytes: ELF, PE, Mach-O (32/64, both endians, fat).
-_EXEC_MAGIC = (b"\x7fELF", b"MZ", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe",
-               b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"#!")  # fmt: skip
+_EXEC_MAGIC = (
+    b"\x7fELF",
+    b"MZ",
+    b"\xfe\xed\xfa\xce",
+    b"\xfe\xed\xfa\xcf",
+    b"\xce\xfa\xed\xfe",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+    b"#!",
+)
 _FLAGGED_HUB_STATUS = frozenset({"unsafe", "suspicious", "caution", "infected", "dangerous"})
 
 
@@ -40,8 +48,12 @@ def _finding(policy: Policy, code: str, path: str, message: str, scanner: str = 
 
 def _inventory(snapshot: Snapshot, policy: Policy) -> Iterator[Finding]:
     if snapshot.truncated:
-        yield _finding(policy, "FILE_TOO_MANY", "",
-                       f"listing stopped at {policy.limits.max_files} files; the rest was not scanned")  # fmt: skip
+        yield _finding(
+            policy,
+            "FILE_TOO_MANY",
+            "",
+            f"listing stopped at {policy.limits.max_files} files; the rest was not scanned",
+        )
     for entry in snapshot.files:
         yield from _entry_findings(snapshot, entry, policy)
     yield from _layout_findings(snapshot, policy)
@@ -52,23 +64,41 @@ def _entry_findings(snapshot: Snapshot, entry: FileEntry, policy: Policy) -> Ite
     if pure.is_absolute() or ".." in pure.parts:
         yield _finding(policy, "FILE_PATH_ESCAPE", entry.path, "path leaves the snapshot root")
     if entry.kind is FileKind.LINK_ESCAPE:
-        yield _finding(policy, "FILE_PATH_ESCAPE", entry.path,
-                       f"symlink points outside the snapshot, to {entry.link_target}")  # fmt: skip
+        yield _finding(
+            policy,
+            "FILE_PATH_ESCAPE",
+            entry.path,
+            f"symlink points outside the snapshot, to {entry.link_target}",
+        )
     elif entry.kind is FileKind.SPECIAL:
-        yield _finding(policy, "FILE_SPECIAL", entry.path, "not a regular file (fifo, socket or device)")
+        yield _finding(
+            policy, "FILE_SPECIAL", entry.path, "not a regular file (fifo, socket or device)"
+        )
     if entry.size > policy.limits.max_file_bytes:
-        yield _finding(policy, "FILE_TOO_LARGE", entry.path,
-                       f"{entry.size} bytes, over the cap of {policy.limits.max_file_bytes}; not read")  # fmt: skip
+        yield _finding(
+            policy,
+            "FILE_TOO_LARGE",
+            entry.path,
+            f"{entry.size} bytes, over the cap of {policy.limits.max_file_bytes}; not read",
+        )
     if readable(entry) and _has_exec_magic(snapshot, entry):
         yield _finding(policy, "FILE_EXECUTABLE", entry.path, "native executable or shebang script")
     elif matches(entry.path, policy.files.code):
         yield _finding(policy, "FILE_CODE", entry.path, "code shipped beside the weights")
     if entry.sha256 and entry.hub_sha256 and entry.sha256 != entry.hub_sha256:
-        yield _finding(policy, "FILE_HASH_MISMATCH", entry.path,
-                       f"sha256 {entry.sha256[:12]}… differs from the Hub's {entry.hub_sha256[:12]}…")  # fmt: skip
+        yield _finding(
+            policy,
+            "FILE_HASH_MISMATCH",
+            entry.path,
+            f"sha256 {entry.sha256[:12]}… differs from the Hub's {entry.hub_sha256[:12]}…",
+        )
     if matches(entry.path, policy.files.other_weights):
-        yield _finding(policy, "FILE_WEIGHTS_UNSCANNED", entry.path,
-                       "weights in a format hubscan does not scan")  # fmt: skip
+        yield _finding(
+            policy,
+            "FILE_WEIGHTS_UNSCANNED",
+            entry.path,
+            "weights in a format hubscan does not scan",
+        )
 
 
 def _has_exec_magic(snapshot: Snapshot, entry: FileEntry) -> bool:
@@ -81,13 +111,21 @@ def _layout_findings(snapshot: Snapshot, policy: Policy) -> Iterator[Finding]:
     weights = [e for e in snapshot.files if _is_weights(e.path, policy)]
     safe = [e for e in weights if matches(e.path, policy.files.safetensors)]
     if weights and not safe:
-        yield _finding(policy, "FILE_PICKLE_WEIGHTS", weights[0].path,
-                       "weights only in a pickle format; hubscan loads safetensors only")  # fmt: skip
+        yield _finding(
+            policy,
+            "FILE_PICKLE_WEIGHTS",
+            weights[0].path,
+            "weights only in a pickle format; hubscan loads safetensors only",
+        )
     config = next((e for e in snapshot.files if e.path == CONFIG_NAME), None)
     if config is None:
         if weights:
-            yield _finding(policy, "FILE_CONFIG_MISSING", "",
-                           f"no {CONFIG_NAME}: not an open_clip checkpoint layout")  # fmt: skip
+            yield _finding(
+                policy,
+                "FILE_CONFIG_MISSING",
+                "",
+                f"no {CONFIG_NAME}: not an open_clip checkpoint layout",
+            )
         return
     if readable(config):
         problem = _config_problem(snapshot, config, policy)
@@ -123,9 +161,15 @@ def _config_problem(snapshot: Snapshot, entry: FileEntry, policy: Policy) -> str
 
 def _hub_findings(snapshot: Snapshot, policy: Policy) -> Iterator[Finding]:
     if snapshot.hub_scans_done is False:
-        yield _finding(policy, "HUB_SCAN_PENDING", "",
-                       "the Hub has not finished scanning this commit", "hub")  # fmt: skip
+        yield _finding(
+            policy, "HUB_SCAN_PENDING", "", "the Hub has not finished scanning this commit", "hub"
+        )
     for scan in snapshot.hub_scans:
         if scan.status.lower() in _FLAGGED_HUB_STATUS:
-            yield _finding(policy, "HUB_FLAGGED", scan.path,
-                           f"the Hub's scan says {scan.status}: {scan.detail}", "hub")  # fmt: skip
+            yield _finding(
+                policy,
+                "HUB_FLAGGED",
+                scan.path,
+                f"the Hub's scan says {scan.status}: {scan.detail}",
+                "hub",
+            )

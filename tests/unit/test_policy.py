@@ -41,7 +41,9 @@ def test_strict_gates_lower_than_default_and_permissive_higher() -> None:
 
 
 def test_extends_overrides_only_what_it_names(tmp_path: Path) -> None:
-    path = write(tmp_path, 'schema = 1\nextends = "default"\nname = "mine"\n[limits]\nmax_files = 7\n')
+    path = write(
+        tmp_path, 'schema = 1\nextends = "default"\nname = "mine"\n[limits]\nmax_files = 7\n'
+    )
     policy, default = load_policy(path), load_policy("default")
     assert policy.limits.max_files == 7
     assert policy.limits.max_file_bytes == default.limits.max_file_bytes
@@ -109,8 +111,10 @@ def test_missing_policy_file_and_unknown_name_are_policy_errors(tmp_path: Path) 
 
 
 def test_severity_override_replaces_the_code_default(tmp_path: Path) -> None:
-    path = write(tmp_path, 'schema = 1\nextends = "default"\nname = "x"\n'
-                           '[severity]\nFILE_CODE = "critical"\n')  # fmt: skip
+    path = write(
+        tmp_path,
+        'schema = 1\nextends = "default"\nname = "x"\n[severity]\nFILE_CODE = "critical"\n',
+    )
     policy = load_policy(path)
     assert policy.severity_of("FILE_CODE") is Severity.CRITICAL
     assert policy.severity_of("ST_TRAILING_BYTES") is CODES["ST_TRAILING_BYTES"].severity
@@ -144,10 +148,20 @@ def test_policy_is_frozen() -> None:
 @pytest.mark.slow
 def test_wheel_bundles_the_policies(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(REPO)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     (wheel,) = tmp_path.glob("hubscan-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for policy in ("default", "strict", "permissive"):

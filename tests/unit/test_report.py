@@ -30,16 +30,31 @@ def run_report(*findings: Finding, commit: str | None = SHA) -> RunReport:
         source=SourceKind.CACHE,
         files=(FileEntry(path="open_clip_model.safetensors", size=10, sha256="f" * 64),),
     )
-    scan = ScanReport(snapshot=snap, findings=findings, scanned=("open_clip_model.safetensors",),
-                      skipped=(), weights_scanned=("open_clip_model.safetensors",))  # fmt: skip
-    return RunReport(tool_version="0.1.0", policy_name="default", policy_sha256="e" * 64,
-                     fail_on=Severity.HIGH, started="2026-11-28T00:00:00+00:00",
-                     verdict=scan.verdict(Severity.HIGH),
-                     timings=(Timing(stage="fetch", seconds=0.1),), scan=scan)  # fmt: skip
+    scan = ScanReport(
+        snapshot=snap,
+        findings=findings,
+        scanned=("open_clip_model.safetensors",),
+        skipped=(),
+        weights_scanned=("open_clip_model.safetensors",),
+    )
+    return RunReport(
+        tool_version="0.1.0",
+        policy_name="default",
+        policy_sha256="e" * 64,
+        fail_on=Severity.HIGH,
+        started="2026-11-28T00:00:00+00:00",
+        verdict=scan.verdict(Severity.HIGH),
+        timings=(Timing(stage="fetch", seconds=0.1),),
+        scan=scan,
+    )
 
 
-def finding(code: str = "PKL_DANGEROUS_GLOBAL", sev: Severity = Severity.CRITICAL,
-            msg: str = "imports os.system", path: str = "model.bin") -> Finding:  # fmt: skip
+def finding(
+    code: str = "PKL_DANGEROUS_GLOBAL",
+    sev: Severity = Severity.CRITICAL,
+    msg: str = "imports os.system",
+    path: str = "model.bin",
+) -> Finding:
     return Finding(code=code, severity=sev, path=path, message=msg, scanner="pickle")
 
 
@@ -52,9 +67,12 @@ def test_json_report_has_versioned_schema_files_with_sha256_and_findings() -> No
     assert data["scan"]["snapshot"]["commit"] == SHA
     assert data["scan"]["snapshot"]["files"][0]["sha256"] == "f" * 64
     assert data["scan"]["findings"][0] == {
-        "code": "PKL_DANGEROUS_GLOBAL", "severity": "critical", "path": "model.bin",
-        "message": "imports os.system", "scanner": "pickle",
-    }  # fmt: skip
+        "code": "PKL_DANGEROUS_GLOBAL",
+        "severity": "critical",
+        "path": "model.bin",
+        "message": "imports os.system",
+        "scanner": "pickle",
+    }
     assert data["timings"] == [{"stage": "fetch", "seconds": 0.1}]
 
 
@@ -113,13 +131,16 @@ def test_human_report_names_verdict_repo_and_findings() -> None:
 
 def test_human_report_never_calls_an_unscanned_snapshot_clean() -> None:
     run = run_report()
-    empty = ScanReport(snapshot=run.scan.snapshot, findings=(), scanned=(), skipped=(),
-                       weights_scanned=())  # fmt: skip
+    empty = ScanReport(
+        snapshot=run.scan.snapshot, findings=(), scanned=(), skipped=(), weights_scanned=()
+    )
     assert empty.verdict(Severity.HIGH) is Verdict.NO_VERDICT
     buffer = StringIO()
     from dataclasses import replace
 
-    report.render_human(replace(run, scan=empty, verdict=Verdict.NO_VERDICT),
-                        Console(file=buffer, width=200, no_color=True))  # fmt: skip
+    report.render_human(
+        replace(run, scan=empty, verdict=Verdict.NO_VERDICT),
+        Console(file=buffer, width=200, no_color=True),
+    )
     assert "NO VERDICT" in buffer.getvalue()
     assert "not a clean result" in buffer.getvalue()

@@ -25,8 +25,9 @@ def entry(root: Path, path: str, data: bytes, **kw: object) -> FileEntry:
 
 
 def snapshot(root: Path, *files: FileEntry, **kw: object) -> Snapshot:
-    return Snapshot(repo_id="acme/x", commit="a" * 40, root=root, source=SourceKind.HUB,
-                    files=files, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return Snapshot(
+        repo_id="acme/x", commit="a" * 40, root=root, source=SourceKind.HUB, files=files, **kw
+    )  # type: ignore[arg-type]
 
 
 def clean_layout(root: Path) -> list[FileEntry]:
@@ -38,28 +39,77 @@ def clean_layout(root: Path) -> list[FileEntry]:
 
 Case = Callable[[Path], Snapshot]
 CASES: list[tuple[str, Case]] = [
-    ("FILE_PATH_ESCAPE", lambda r: snapshot(r, *clean_layout(r), FileEntry(
-        path="evil.bin", size=3, kind=FileKind.LINK_ESCAPE, link_target="/etc/passwd"))),
-    ("FILE_SPECIAL", lambda r: snapshot(r, *clean_layout(r), FileEntry(
-        path="pipe", size=0, kind=FileKind.SPECIAL))),
-    ("FILE_EXECUTABLE", lambda r: snapshot(r, *clean_layout(r), entry(r, "run.bin", b"\x7fELF\x02"))),
-    ("FILE_CODE", lambda r: snapshot(r, *clean_layout(r), FileEntry(
-        path="modeling.py", size=10, kind=FileKind.REMOTE))),
-    ("FILE_TOO_LARGE", lambda r: snapshot(r, *clean_layout(r), FileEntry(
-        path="huge.safetensors", size=POLICY.limits.max_file_bytes + 1))),
+    (
+        "FILE_PATH_ESCAPE",
+        lambda r: snapshot(
+            r,
+            *clean_layout(r),
+            FileEntry(
+                path="evil.bin", size=3, kind=FileKind.LINK_ESCAPE, link_target="/etc/passwd"
+            ),
+        ),
+    ),
+    (
+        "FILE_SPECIAL",
+        lambda r: snapshot(
+            r, *clean_layout(r), FileEntry(path="pipe", size=0, kind=FileKind.SPECIAL)
+        ),
+    ),
+    (
+        "FILE_EXECUTABLE",
+        lambda r: snapshot(r, *clean_layout(r), entry(r, "run.bin", b"\x7fELF\x02")),
+    ),
+    (
+        "FILE_CODE",
+        lambda r: snapshot(
+            r, *clean_layout(r), FileEntry(path="modeling.py", size=10, kind=FileKind.REMOTE)
+        ),
+    ),
+    (
+        "FILE_TOO_LARGE",
+        lambda r: snapshot(
+            r,
+            *clean_layout(r),
+            FileEntry(path="huge.safetensors", size=POLICY.limits.max_file_bytes + 1),
+        ),
+    ),
     ("FILE_TOO_MANY", lambda r: snapshot(r, *clean_layout(r), truncated=True)),
-    ("FILE_HASH_MISMATCH", lambda r: snapshot(r, clean_layout(r)[0], entry(
-        r, "open_clip_model.safetensors", b"weights", hub_sha256="0" * 64))),
+    (
+        "FILE_HASH_MISMATCH",
+        lambda r: snapshot(
+            r,
+            clean_layout(r)[0],
+            entry(r, "open_clip_model.safetensors", b"weights", hub_sha256="0" * 64),
+        ),
+    ),
     ("FILE_CONFIG_MISSING", lambda r: snapshot(r, clean_layout(r)[1])),
-    ("FILE_CONFIG_INVALID", lambda r: snapshot(r, clean_layout(r)[1], entry(
-        r, "open_clip_config.json", b'{"model_cfg": {"embed_dim": "16"}}'))),
+    (
+        "FILE_CONFIG_INVALID",
+        lambda r: snapshot(
+            r,
+            clean_layout(r)[1],
+            entry(r, "open_clip_config.json", b'{"model_cfg": {"embed_dim": "16"}}'),
+        ),
+    ),
     ("FILE_WEIGHTS_UNSCANNED", lambda r: snapshot(r, *clean_layout(r), entry(r, "m.onnx", b"x"))),
-    ("FILE_PICKLE_WEIGHTS", lambda r: snapshot(r, clean_layout(r)[0], entry(
-        r, "open_clip_pytorch_model.bin", b"x"))),
-    ("HUB_FLAGGED", lambda r: snapshot(r, *clean_layout(r), hub_scans=(HubFileScan(
-        path="open_clip_model.safetensors", status="unsafe", detail="ClamAV: Win.Trojan"),))),
+    (
+        "FILE_PICKLE_WEIGHTS",
+        lambda r: snapshot(r, clean_layout(r)[0], entry(r, "open_clip_pytorch_model.bin", b"x")),
+    ),
+    (
+        "HUB_FLAGGED",
+        lambda r: snapshot(
+            r,
+            *clean_layout(r),
+            hub_scans=(
+                HubFileScan(
+                    path="open_clip_model.safetensors", status="unsafe", detail="ClamAV: Win.Trojan"
+                ),
+            ),
+        ),
+    ),
     ("HUB_SCAN_PENDING", lambda r: snapshot(r, *clean_layout(r), hub_scans_done=False)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("code", "make"), CASES, ids=[c for c, _ in CASES])
@@ -82,13 +132,20 @@ def test_a_clean_open_clip_layout_has_no_findings(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [b"\xff\xfe", b"[]", b'{"model_cfg": []}', b'{"model_cfg": {"embed_dim": 0}}',
-     b'{"model_cfg": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": 3}}',
-     b'{"model_cfg": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": {}}, "preprocess_cfg": 1}',
-     b"[" * 100_000],
-)  # fmt: skip
+    [
+        b"\xff\xfe",
+        b"[]",
+        b'{"model_cfg": []}',
+        b'{"model_cfg": {"embed_dim": 0}}',
+        b'{"model_cfg": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": 3}}',
+        b'{"model_cfg": {"embed_dim": 8, "vision_cfg": {}, "text_cfg": {}}, "preprocess_cfg": 1}',
+        b"[" * 100_000,
+    ],
+)
 def test_malformed_configs_are_findings_not_crashes(tmp_path: Path, config: bytes) -> None:
-    snap = snapshot(tmp_path, clean_layout(tmp_path)[1], entry(tmp_path, "open_clip_config.json", config))
+    snap = snapshot(
+        tmp_path, clean_layout(tmp_path)[1], entry(tmp_path, "open_clip_config.json", config)
+    )
     codes = [f.code for f in scan_files(snap, policy=POLICY)]
     assert codes == ["FILE_CONFIG_INVALID"]
 
@@ -100,6 +157,9 @@ def test_a_hub_file_marked_safe_is_not_a_finding(tmp_path: Path) -> None:
 
 
 def test_a_path_with_dotdot_escapes_even_as_a_listing_entry(tmp_path: Path) -> None:
-    snap = snapshot(tmp_path, *clean_layout(tmp_path),
-                    FileEntry(path="../outside.bin", size=1, kind=FileKind.REMOTE))  # fmt: skip
+    snap = snapshot(
+        tmp_path,
+        *clean_layout(tmp_path),
+        FileEntry(path="../outside.bin", size=1, kind=FileKind.REMOTE),
+    )
     assert "FILE_PATH_ESCAPE" in {f.code for f in scan_files(snap, policy=POLICY)}
