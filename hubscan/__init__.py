@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 
     from hubscan.records import RunReport
 
-__all__ = ["__version__", "scan"]
+__all__ = ["__version__", "scan_model"]
 
 
-def scan(ref: str, *, policy: str | Path = "default", offline: bool | None = None) -> RunReport:
-    """Fetch `ref` (org/name[@rev] or a local directory) and scan its files statically."""
+def scan_model(ref: str, *, policy: str | Path = "default", offline: bool | None = None) -> RunReport:
+    """Fetch `ref` (org/name[@rev] or a local directory) and scan its files statically.
+
+    (Not named `scan`: the `hubscan.scan` subpackage would shadow it.)"""
     from hubscan import pipeline
     from hubscan.policy import load_policy
 

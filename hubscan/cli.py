@@ -14,7 +14,8 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -163,16 +164,20 @@ def scan(
 
     def body() -> int:
         pol = _policy(policy, fail_on)
-        progress = None if format is not Format.human else _stage_status
-        run = pipeline.scan(ref, policy=pol, offline=True if offline else None, progress=progress)
+        with _stages() as progress:
+            run = pipeline.scan(ref, policy=pol, offline=offline or None, progress=progress)
         _emit(run, format, output)
         return VERDICT_EXIT[run.verdict]
 
     _run(body, debug=debug)
 
 
-def _stage_status(stage: str) -> None:
-    err_console.print(f"[dim]{stage}…[/]")
+@contextmanager
+def _stages() -> Iterator[pipeline.Progress]:
+    """A transient spinner on stderr naming the running stage; silent when stderr is not a
+    terminal (CI logs and captured output get only results and one-line errors)."""
+    with err_console.status("starting…", spinner="dots") as status:
+        yield lambda stage: status.update(f"{stage}…")
 
 
 @policy_app.command("show")

@@ -13,6 +13,7 @@ never logged. The endpoint is a parameter so tests can point it at a fake Hub on
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,16 @@ def offline_mode() -> bool:
     return constants.is_offline_mode()
 
 
+def endpoint_url(endpoint: str | None = None) -> str:
+    """The Hub to talk to: the argument, else HF_ENDPOINT as set now, else huggingface_hub's.
+
+    huggingface_hub reads HF_ENDPOINT once at import and bakes it into its download URL template;
+    passing the endpoint explicitly on every call keeps API calls and downloads on the same Hub.
+    """
+    chosen = endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    return chosen.rstrip("/")
+
+
 def default_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
@@ -101,7 +112,7 @@ def snapshot_dir(repo_id: str, commit: str, *, cache_dir: Path | None = None) ->
 def resolve(repo_id: str, revision: str | None = None, *, endpoint: str | None = None) -> HubRepo:
     """One API call: commit sha, file listing with sizes and LFS sha256, and security status."""
     with _hub_errors(repo_id, revision):
-        info = HfApi(endpoint=endpoint).model_info(
+        info = HfApi(endpoint=endpoint_url(endpoint)).model_info(
             repo_id, revision=revision, files_metadata=True, securityStatus=True
         )
     commit = _checked_commit(info.sha, repo_id, revision)
@@ -138,7 +149,7 @@ def download(
                 repo.repo_id,
                 path,
                 revision=repo.commit,
-                endpoint=endpoint,
+                endpoint=endpoint_url(endpoint),
                 cache_dir=cache_dir,
             )
     return snapshot_dir(repo.repo_id, repo.commit, cache_dir=cache_dir)

@@ -17,3 +17,24 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_TOKEN", None)
 os.environ["NO_COLOR"] = "1"
 os.environ["COLUMNS"] = "200"
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.support.fake_hub import FakeHub  # noqa: E402
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[FakeHub]:
+    """A fake Hub HTTP server on 127.0.0.1 for the real huggingface_hub client."""
+    with FakeHub() as server:
+        yield server
+
+
+@pytest.fixture
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lift HF_HUB_OFFLINE for one test; huggingface_hub read it at import, as its own tests do."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)

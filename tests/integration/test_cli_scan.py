@@ -188,3 +188,19 @@ def test_a_200_mb_safetensors_file_scans_in_a_third_of_the_600_mb_budget(tmp_pat
     code, _, _ = scan(str(tmp_path))
     assert time.perf_counter() - start < 1.0
     assert code == ExitCode.OK  # FILE_CONFIG_MISSING is medium, under the default gate
+
+
+def test_library_api_returns_the_run_report(ckpt: Path) -> None:
+    import hubscan
+    from hubscan.records import Verdict
+
+    run = hubscan.scan_model(str(ckpt), policy="strict")
+    assert run.verdict is Verdict.PASS
+    assert run.policy_name == "strict"
+    assert run.scan.weights_scanned == ("open_clip_model.safetensors",)
+
+
+def test_version_and_help_document_exit_codes() -> None:
+    assert runner.invoke(app, ["--version"]).stdout.startswith("hubscan ")
+    help_text = runner.invoke(app, ["--help"]).stdout
+    assert "Exit codes" in help_text and "no verdict" in help_text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,17 +69,6 @@ def assert_one_line_no_verdict(err: HubscanError) -> None:
     assert err.exit_code == ExitCode.NO_VERDICT
     assert str(err).strip()
     assert "\n" not in str(err)
-
-
-@pytest.fixture
-def fake_hub() -> Iterator[FakeHub]:
-    with FakeHub() as server:
-        yield server
-
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 @pytest.fixture

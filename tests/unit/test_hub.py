@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -39,17 +38,6 @@ FILES = {
     "README.md": b"# tiny clip\n",
 }
 LFS = ("open_clip_model.safetensors",)
-
-
-@pytest.fixture
-def fake_hub() -> Iterator[FakeHub]:
-    with FakeHub() as server:
-        yield server
-
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
 
 def _assert_one_line_no_verdict(err: HubscanError) -> None:
