@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 __all__ = ["__version__", "scan_model"]
 
 
-def scan_model(ref: str, *, policy: str | Path = "default", offline: bool | None = None) -> RunReport:
+def scan_model(
+    ref: str, *, policy: str | Path = "default", offline: bool | None = None
+) -> RunReport:
     """Fetch `ref` (org/name[@rev] or a local directory) and scan its files statically.
 
     (Not named `scan`: the `hubscan.scan` subpackage would shadow it.)"""
