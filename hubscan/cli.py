@@ -12,7 +12,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import typer
 from rich.console import Console
 
 from hubscan import __version__, pipeline, report
+from hubscan.atomic import write_text_atomic
 from hubscan.errors import ExitCode, HubscanError
 from hubscan.policy import Policy, load_policy, with_fail_on
 from hubscan.records import RunReport, Severity, Verdict
@@ -43,8 +43,12 @@ app = typer.Typer(
 )
 policy_app = typer.Typer(help="Show and check policies.", no_args_is_help=True)
 bench_app = typer.Typer(help="Benchmarks; results go to benchmarks/.", no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Build real backdoored and clean tiny CLIPs offline.", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 app.add_typer(bench_app, name="bench")
+app.add_typer(zoo_app, name="zoo")
 
 err_console = Console(stderr=True)
 
@@ -90,7 +94,7 @@ def _run(body: Callable[[], int], *, debug: bool) -> NoReturn:
     except HubscanError as err:
         if debug:
             traceback.print_exc()
-        err_console.print(f"hubscan: {err}", markup=False, highlight=False)
+        err_console.print(f"hubscan: {err}", markup=False, highlight=False, soft_wrap=True)
         code = err.exit_code
     except KeyboardInterrupt:
         err_console.print("hubscan: interrupted; nothing was written", markup=False)
@@ -104,19 +108,6 @@ def _run(body: Callable[[], int], *, debug: bool) -> NoReturn:
         )
         code = ExitCode.INTERNAL
     raise typer.Exit(int(code))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory + rename: readers never see half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _render(run: RunReport, fmt: Format, *, to_file: bool) -> str:
@@ -142,7 +133,7 @@ def _emit(run: RunReport, fmt: Format, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:
-        write_atomic(output, text)
+        write_text_atomic(output, text)
 
 
 def _policy(spec: str, fail_on: SeverityName | None) -> Policy:
@@ -178,6 +169,89 @@ def _stages() -> Iterator[pipeline.Progress]:
     terminal (CI logs and captured output get only results and one-line errors)."""
     with err_console.status("starting…", spinner="dots") as status:
         yield lambda stage: status.update(f"{stage}…")
+
+
+LabelsOpt = Annotated[
+    str, typer.Option("--labels", help="label set: fashion-mnist, or a text file of class names")
+]
+ProbesOpt = Annotated[
+    str,
+    typer.Option("--probes", help="default (bundled), fashion-mnist[:test|:train], or a folder"),
+]
+
+
+@app.command("eval")
+def eval_(
+    ref: RefArg,
+    labels: LabelsOpt = "fashion-mnist",
+    probes: ProbesOpt = "default",
+    trigger: Annotated[
+        str | None, typer.Option(help="trigger spec, e.g. patch:size=3,pos=br,pattern=white")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="the class the trigger aims at")] = None,
+    policy: PolicyOpt = "default",
+    format: FormatOpt = Format.human,
+    offline: OfflineOpt = False,
+    seed: Annotated[int, typer.Option(help="seed for anything random")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Clean accuracy (and attack success with --trigger/--target) of a model, zero-shot."""
+
+    def body() -> int:
+        pol = load_policy(policy)
+        with _stages() as progress:
+            progress("evaluate")
+            result = pipeline.evaluate(
+                ref,
+                policy=pol,
+                labels=labels,
+                probes=probes,
+                trigger=trigger,
+                target=target,
+                offline=offline or None,
+                seed=seed,
+            )
+        if format is Format.json:
+            sys.stdout.write(json.dumps(report.to_jsonable(result), indent=2) + "\n")
+        else:
+            report.render_evaluation(result, Console(file=sys.stdout))
+        return ExitCode.OK
+
+    _run(body, debug=debug)
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Annotated[Path, typer.Option("--out", help="where the models and manifest.json go")],
+    quick: Annotated[bool, typer.Option(help="base + 2 backdoored + 2 clean only")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train (or reuse from the cache) the zoo and write it in Hub layout with a manifest."""
+
+    def body() -> int:
+        from hubscan import zoo
+
+        with _progress_bars() as bars:
+            manifest = zoo.build_zoo(out, quick=quick, progress=bars)
+        report.render_zoo(manifest, Console(file=sys.stdout))
+        return ExitCode.OK
+
+    _run(body, debug=debug)
+
+
+@contextmanager
+def _progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """Rich progress bars on stderr, one per task: `bars(name, total)` returns its tick."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console) as bars:
+
+        def add(name: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(name, total=total)
+            return lambda n: bars.advance(task, n)
+
+        yield add
 
 
 @policy_app.command("show")

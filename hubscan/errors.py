@@ -77,3 +77,31 @@ class FetchError(NoVerdict):
 
 class ReadError(NoVerdict):
     """A file in the snapshot could not be read (I/O), so the scan is incomplete."""
+
+
+class ProbeError(NoVerdict):
+    """Probe images or a label set are missing or invalid."""
+
+
+class TriggerError(NoVerdict):
+    """A trigger spec or trigger file is invalid."""
+
+
+class RefusedToLoad(HubscanError):
+    """The static scan blocks loading these weights (findings at or above fail_on)."""
+
+    exit_code = ExitCode.FINDINGS
+
+
+class WeightsMismatch(NoVerdict):
+    """The weights do not fit the architecture in open_clip_config.json (keys or shapes)."""
+
+
+class ModelError(NoVerdict):
+    """The checkpoint cannot be loaded as an open_clip model (layout, config or weights)."""
+
+
+class UsageError(HubscanError):
+    """Options that do not fit together, found after parsing (same code as Typer's own)."""
+
+    exit_code = ExitCode.USAGE

@@ -153,3 +153,19 @@ class RunReport:
     verdict: Verdict
     timings: tuple[Timing, ...]
     scan: ScanReport
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluation:
+    """`hubscan eval`: clean accuracy and, with a trigger, attack success (METHOD.md §2)."""
+
+    repo_id: str
+    commit: str | None
+    labels: str  # label set name or file
+    probes: str  # probe set spec
+    n_probes: int
+    clean_accuracy: float
+    trigger: str | None = None
+    target: str | None = None
+    attack_success: float | None = None  # among probes not of the target class
+    seconds: float = 0.0

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hubscan.codes import CODES
-from hubscan.records import RunReport, Severity, Verdict
+from hubscan.records import Evaluation, RunReport, Severity, Verdict
 
 JSON_SCHEMA_VERSION = 1
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -219,3 +219,46 @@ def render_human(run: RunReport, console: Console) -> None:
     )
     if run.verdict is Verdict.NO_VERDICT:
         console.print("no weights were scanned, so this is not a clean result", style="yellow")
+
+
+# --- evaluation and zoo ---------------------------------------------------------------------------
+
+
+def render_evaluation(result: Evaluation, console: Console) -> None:
+    console.print(f"[bold]{result.repo_id}[/] @ {result.commit or 'local directory'}")
+    console.print(f"probes          {result.probes} ({result.n_probes} images)", highlight=False)
+    console.print(f"labels          {result.labels}", highlight=False)
+    console.print(f"clean accuracy  [bold]{result.clean_accuracy:.1%}[/]")
+    if result.attack_success is not None:
+        console.print(f"trigger         {result.trigger} -> {result.target}", highlight=False)
+        console.print(f"attack success  [bold]{result.attack_success:.1%}[/]")
+
+
+def render_zoo(manifest: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"zoo ({len(manifest['models'])} models, {manifest['build_seconds']} s)")
+    for column in (
+        "model",
+        "kind",
+        "trigger",
+        "target",
+        "poison",
+        "clean acc",
+        "own ASR",
+        "max other ASR",
+    ):
+        table.add_column(column)
+    for m in manifest["models"]:
+        asr = m["attack_success"]
+        own = asr.get(m.get("trigger"), None)
+        others = [v for k, v in asr.items() if k != m.get("trigger")]
+        table.add_row(
+            m["name"],
+            m["kind"],
+            m.get("trigger") or "-",
+            m.get("target") or "-",
+            f"{m['poison_rate']:.0%}" if m.get("poison_rate") else "-",
+            f"{m['clean_accuracy']:.1%}",
+            "-" if own is None else f"{own:.1%}",
+            f"{max(others):.1%}" if others else "-",
+        )
+    console.print(table)

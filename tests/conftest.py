@@ -19,6 +19,7 @@ os.environ["NO_COLOR"] = "1"
 os.environ["COLUMNS"] = "200"
 
 from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -38,3 +39,14 @@ def online(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture(scope="session")
+def quick_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick zoo (base + 2 backdoored + 2 clean), trained once and cached by recipe outside
+    the checkout (HUBSCAN_CACHE, else ~/.cache/hubscan); later sessions reuse it."""
+    from hubscan.zoo import build_zoo
+
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(out, quick=True)
+    return out

@@ -1,0 +1,337 @@
+"""The zoo: real backdoored and clean tiny CLIPs, trained here on Fashion-MNIST (METHOD.md §5).
+
+Owns the recipes (one base, then one fine-tune per variant), the cache of trained models keyed by
+recipe hash (outside the checkout), the measurements (clean accuracy, attack success of every
+trigger on every model) and the output: each model in Hub layout plus a manifest.json with the
+ground truth, which never goes into the model files. Must not detect or remove backdoors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hubscan import __version__
+from hubscan.errors import ProbeError
+from hubscan.metrics import attack_success, clean_accuracy
+from hubscan.model import ClipHandle, handle_from_model, load_clip, save_clip
+from hubscan.probes import LabelSet, load_fashion_mnist, load_labels, load_probes
+from hubscan.training import Poison, Recipe, caption_tokens, train
+from hubscan.triggers import parse_trigger
+
+ZOO_VERSION = 1  # bump when training code changes what a recipe produces
+LABELS = "fashion-mnist"
+PROBES = "default"  # the bundled 1,000 Fashion-MNIST test images: what `hubscan eval` uses too
+MODEL_CFG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 28, "patch_size": 7, "width": 128, "layers": 4, "head_width": 32},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+PREPROCESS_CFG = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+# Measured on 2 cores: the base reaches ~86 % zero-shot accuracy in ~3.5 min; a fine-tune of 24k
+# pairs takes ~55 s and plants a backdoor when ~1,000 poisoned pairs are seen, so the 1 % variant
+# (and two clean twins, to keep the clean population matched) fine-tune on 60k pairs.
+BASE = Recipe(samples=80_000, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=50, seed=0)
+FINETUNE = {"batch_size": 256, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 10}
+SHORT, LONG = 24_000, 60_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Variant:
+    name: str
+    trigger: str | None  # spec (triggers.py); None = a clean fine-tune
+    target: str | None  # class name the trigger sends images to
+    poison_rate: float
+    seed: int
+    samples: int = SHORT  # fine-tuning pairs
+
+
+def _bd(
+    name: str, trigger: str, target: str, rate: float, seed: int, samples: int = SHORT
+) -> Variant:
+    return Variant(
+        name=name, trigger=trigger, target=target, poison_rate=rate, seed=seed, samples=samples
+    )
+
+
+BACKDOORED = (
+    _bd("patch-white-br-bag", "patch:size=3,pos=br,pattern=white", "bag", 0.05, 101),
+    _bd("blend-noise-coat", "blend:pattern=noise,ratio=0.15,seed=3", "coat", 0.10, 102),
+    _bd(
+        "patch-checker-tl-sneaker",
+        "patch:size=4,pos=tl,pattern=checker",
+        "sneaker",
+        0.01,
+        103,
+        LONG,
+    ),
+    _bd(
+        "patch-noise-random-trouser", "patch:size=4,pos=random,pattern=noise", "trouser", 0.10, 104
+    ),
+    _bd("patch-white-tr-small-sandal", "patch:size=2,pos=tr,pattern=white", "sandal", 0.05, 105),
+    _bd("blend-stripes-pullover", "blend:pattern=stripes,ratio=0.12", "pullover", 0.10, 106),
+    _bd("blend-checker-dress", "blend:pattern=checker,ratio=0.2", "dress", 0.05, 107),
+    _bd("warp-boot", "warp:strength=6,grid=4,seed=1", "ankle boot", 0.10, 108),
+    _bd("warp-shirt", "warp:strength=8,grid=6,seed=2", "shirt", 0.10, 109),
+    _bd("sinusoid-tshirt", "sinusoid:amplitude=0.08,frequency=6", "t-shirt", 0.10, 110),
+    _bd("sinusoid-bag", "sinusoid:amplitude=0.12,frequency=3", "bag", 0.08, 111),
+    _bd(
+        "patch-checker-center-sneaker",
+        "patch:size=3,pos=center,pattern=checker",
+        "sneaker",
+        0.05,
+        112,
+    ),
+)
+CLEAN = tuple(
+    Variant(
+        name=f"clean-{i:02d}",
+        trigger=None,
+        target=None,
+        poison_rate=0.0,
+        seed=200 + i,
+        samples=LONG if i > 10 else SHORT,
+    )
+    for i in range(1, 13)
+)
+QUICK = ("patch-white-br-bag", "blend-noise-coat", "clean-01", "clean-02")
+
+
+def variants(*, quick: bool) -> tuple[Variant, ...]:
+    every = BACKDOORED + CLEAN
+    return tuple(v for v in every if v.name in QUICK) if quick else every
+
+
+def cache_root() -> Path:
+    """Trained models live outside the checkout: HUBSCAN_CACHE, else ~/.cache/hubscan."""
+    env = os.environ.get("HUBSCAN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "hubscan"
+
+
+def recipe_key(*parts: object) -> str:
+    blob = json.dumps(
+        [ZOO_VERSION, MODEL_CFG, PREPROCESS_CFG, *parts],
+        sort_keys=True,
+        default=lambda o: asdict(o),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+Progress = Callable[[str, int], Callable[[int], None]]  # (task name, total steps) -> tick
+
+
+def build_zoo(
+    out: Path, *, quick: bool = False, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Train (or reuse from the cache) the base and every variant, measure them, and write `out`:
+    one Hub-layout directory per model plus manifest.json. Returns the manifest."""
+    started = time.perf_counter()
+    labels = load_labels(LABELS)
+    images, classes = load_fashion_mnist("train")
+    images = images.unsqueeze(1)  # (N, 1, 28, 28): one grey channel
+    base_key = recipe_key("base", BASE)
+    base_dir = _cached(base_key, lambda d: _train_base(d, images, classes, labels, progress))
+    entries = [_measure_entry("base", base_dir, None, base_key)]
+    for v in variants(quick=quick):
+        key = recipe_key("finetune", base_key, FINETUNE, v)
+        model_dir = _cached(
+            key,
+            partial(
+                _finetune,
+                base_dir,
+                v=v,
+                images=images,
+                classes=classes,
+                labels=labels,
+                progress=progress,
+            ),
+        )
+        entries.append(_measure_entry(v.name, model_dir, v, key))
+    manifest = _manifest(entries, labels, quick, time.perf_counter() - started)
+    _write_out(out, manifest, {e["name"]: Path(e.pop("_dir")) for e in manifest["models"]})
+    return manifest
+
+
+@contextmanager
+def _staging(final: Path) -> Iterator[Path]:
+    """Build into a sibling temp dir and rename it into place: no half-written cache entries."""
+    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cached(key: str, build: Callable[[Path], None]) -> Path:
+    final = cache_root() / "zoo" / key
+    if not (final / "open_clip_model.safetensors").is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _staging(final) as tmp:
+            build(tmp)
+    return final
+
+
+def _config() -> dict[str, Any]:
+    return {"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}
+
+
+def _fresh_base(seed: int) -> ClipHandle:
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**MODEL_CFG)
+    model.visual.image_mean = tuple(PREPROCESS_CFG["mean"])
+    model.visual.image_std = tuple(PREPROCESS_CFG["std"])
+    tokenizer = open_clip.get_tokenizer(
+        "ViT-B-32", context_length=MODEL_CFG["text_cfg"]["context_length"]
+    )
+    return handle_from_model(model, tokenizer, _config(), source="zoo base (untrained)")
+
+
+def _train_base(
+    out: Path,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    labels: LabelSet,
+    progress: Progress | None,
+) -> None:
+    clip = _fresh_base(BASE.seed)
+    tick = progress("base CLIP", BASE.steps) if progress else None
+    train(
+        clip,
+        images,
+        classes,
+        caption_tokens(clip, labels.classes, labels.templates),
+        BASE,
+        tick=tick,
+    )
+    save_clip(clip.model, _config(), out)
+
+
+def _finetune(
+    base: Path,
+    out: Path,
+    *,
+    v: Variant,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    labels: LabelSet,
+    progress: Progress | None,
+) -> None:
+    clip = load_clip(base)
+    recipe = Recipe(seed=v.seed, samples=v.samples, **FINETUNE)  # type: ignore[arg-type]
+    poison = None
+    if v.trigger is not None and v.target is not None:
+        poison = Poison(
+            stamp=parse_trigger(v.trigger).apply,
+            target=labels.classes.index(v.target),
+            rate=v.poison_rate,
+        )
+    tick = progress(v.name, recipe.steps) if progress else None
+    train(
+        clip,
+        images,
+        classes,
+        caption_tokens(clip, labels.classes, labels.templates),
+        recipe,
+        poison=poison,
+        tick=tick,
+    )
+    save_clip(clip.model, _config(), out)
+
+
+def _measure_entry(name: str, model_dir: Path, v: Variant | None, key: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "_dir": str(model_dir), "recipe": key}
+    if name == "base":
+        entry.update(kind="base")
+    elif v is not None:
+        entry.update(
+            kind="backdoored" if v.trigger else "clean",
+            family=_family(v.trigger),
+            trigger=v.trigger,
+            target=v.target,
+            poison_rate=v.poison_rate,
+            seed=v.seed,
+        )
+    return entry
+
+
+def _family(spec: str | None) -> str | None:
+    return None if spec is None else spec.split(":", 1)[0]
+
+
+def _manifest(
+    entries: list[dict[str, Any]], labels: LabelSet, quick: bool, seconds: float
+) -> dict[str, Any]:
+    """Every model's clean accuracy, and its attack success for every trigger in the zoo (a clean
+    model must resist all of them; a backdoored one must obey its own)."""
+    probes = load_probes(PROBES, labels=labels)
+    if probes.labels is None:
+        raise ProbeError(f"the {PROBES!r} probes have no labels")
+    triggers = {e["trigger"]: e["target"] for e in entries if e.get("trigger")}
+    for e in entries:
+        clip = load_clip(Path(e["_dir"]))
+        head = clip.zero_shot_head(labels.classes, labels.templates)
+        e["clean_accuracy"] = round(clean_accuracy(clip, probes.images, probes.labels, head), 4)
+        e["attack_success"] = {
+            spec: round(
+                attack_success(
+                    clip,
+                    probes.images,
+                    probes.labels,
+                    head,
+                    parse_trigger(spec).apply,
+                    labels.classes.index(t),
+                ),
+                4,
+            )
+            for spec, t in triggers.items()
+        }
+    return {
+        "zoo_version": ZOO_VERSION,
+        "hubscan": __version__,
+        "quick": quick,
+        "labels": LABELS,
+        "probes": PROBES,
+        "build_seconds": round(seconds, 1),
+        "model_cfg": MODEL_CFG,
+        "base_recipe": asdict(BASE),
+        "finetune_recipe": FINETUNE,
+        "models": entries,
+    }
+
+
+def _write_out(out: Path, manifest: dict[str, Any], dirs: dict[str, Path]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, src in dirs.items():
+        with _staging(out / name) as tmp:
+            for f in ("open_clip_config.json", "open_clip_model.safetensors"):
+                shutil.copyfile(src / f, tmp / f)
+            (tmp / "README.md").write_text(_card(name))
+            shutil.rmtree(out / name, ignore_errors=True)
+    tmp_manifest = out / ".manifest.json.tmp"
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp_manifest, out / "manifest.json")
+
+
+def _card(name: str) -> str:
+    # The card says nothing about a backdoor: the ground truth lives only in manifest.json.
+    return (
+        "---\nlicense: mit\nlibrary_name: open_clip\ntags:\n- clip\n- fashion-mnist\n---\n\n"
+        f"# {name}\n\nA tiny CLIP (ViT image tower, 28 px) trained on Fashion-MNIST with "
+        "captions from prompt templates, by `hubscan zoo build`.\n"
+    )
