@@ -14,6 +14,7 @@ import struct
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from hubscan import __version__, pipeline
 from hubscan.policy import load_policy
@@ -82,3 +83,82 @@ def _scan_markdown(r: dict[str, object]) -> str:
         f"| {r['file_bytes']:,} B | {r['runs']} | {r['seconds_median']} s | "
         f"{', '.join(str(t) for t in r['seconds_all'])} | {r['mb_per_s_median']} MB/s |\n"  # type: ignore[attr-defined]
     )
+
+
+def zoo_summary(*, zoo: Path, out: Path, command: str) -> int:
+    """benchmarks/zoo.md|json from a built zoo's manifest: every model's measured clean accuracy
+    and attack success, against the zoo's promises, and the build time."""
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    (base,) = [m for m in manifest["models"] if m["kind"] == "base"]
+    rows = []
+    for m in manifest["models"]:
+        asr = m["attack_success"]
+        own = asr.get(m.get("trigger") or "")
+        others = [v for k, v in asr.items() if k != m.get("trigger")]
+        ok = {
+            "base": m["clean_accuracy"] >= 0.80,
+            "backdoored": own is not None
+            and own >= 0.90
+            and m["clean_accuracy"] >= base["clean_accuracy"] - 0.03,
+            "clean": max(others, default=0.0) <= 0.10,
+        }[m["kind"]]
+        rows.append(
+            {
+                "name": m["name"],
+                "kind": m["kind"],
+                "trigger": m.get("trigger"),
+                "target": m.get("target"),
+                "poison_rate": m.get("poison_rate"),
+                "clean_accuracy": m["clean_accuracy"],
+                "own_asr": own,
+                "max_other_asr": max(others, default=None),
+                "meets_promise": ok,
+            }
+        )
+    result = {
+        "benchmark": "zoo",
+        "command": command,
+        "hubscan": __version__,
+        "quick": manifest["quick"],
+        "build_seconds": manifest["build_seconds"],
+        "probes": manifest["probes"],
+        "models": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "zoo.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "zoo.md").write_text(_zoo_markdown(result))
+    print(f"{sum(r['meets_promise'] for r in rows)}/{len(rows)} models meet the zoo's promises")
+    return 0 if all(r["meets_promise"] for r in rows) else 1
+
+
+def _pct(value: object) -> str:
+    return "-" if value is None else f"{float(value):.1%}"  # type: ignore[arg-type]
+
+
+def _zoo_markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# The zoo",
+        "",
+        f"Built by `{r['command']}` (hubscan {r['hubscan']}); build time "
+        f"{r['build_seconds'] / 60:.1f} min on {os.cpu_count()} CPUs from a cold cache. Metrics on "
+        f"the `{r['probes']}` probes (1,000 Fashion-MNIST test images). Promises: base clean "
+        "accuracy >= 80 %; backdoored: attack success >= 90 % with its own trigger and clean "
+        "accuracy within 3 points of the base; clean: attack success <= 10 % for every trigger.",
+        "",
+        "| model | kind | trigger | target | poison | clean acc | own ASR | max other ASR | ok |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in r["models"]:
+        cells = [
+            m["name"],
+            m["kind"],
+            m["trigger"] or "-",
+            m["target"] or "-",
+            _pct(m["poison_rate"]) if m["poison_rate"] else "-",
+            _pct(m["clean_accuracy"]),
+            _pct(m["own_asr"]),
+            _pct(m["max_other_asr"]),
+            "yes" if m["meets_promise"] else "NO",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -193,6 +193,7 @@ def eval_(
     format: FormatOpt = Format.human,
     offline: OfflineOpt = False,
     seed: Annotated[int, typer.Option(help="seed for anything random")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, or cuda when a GPU is present")] = "cpu",
     debug: DebugOpt = False,
 ) -> None:
     """Clean accuracy (and attack success with --trigger/--target) of a model, zero-shot."""
@@ -210,6 +211,7 @@ def eval_(
                 target=target,
                 offline=offline or None,
                 seed=seed,
+                device=device,
             )
         if format is Format.json:
             sys.stdout.write(json.dumps(report.to_jsonable(result), indent=2) + "\n")
@@ -292,6 +294,18 @@ def bench_scan(
     from hubscan import bench
 
     _run(lambda: bench.scan_speed(size_mb=size_mb, runs=runs, out=out), debug=False)
+
+
+@bench_app.command("zoo")
+def bench_zoo(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    out: Annotated[Path, typer.Option(help="where zoo.md and zoo.json go")] = Path("benchmarks"),
+) -> None:
+    """Summarize a built zoo against its promises (exit 1 if a model breaks one)."""
+    from hubscan import bench
+
+    command = f"hubscan zoo build --out {zoo} && hubscan bench zoo --zoo {zoo}"
+    _run(lambda: bench.zoo_summary(zoo=zoo, out=out, command=command), debug=False)
 
 
 def version_callback(value: bool) -> None:

@@ -82,6 +82,7 @@ def evaluate(
     from hubscan.triggers import parse_trigger
 
     start = time.perf_counter()
+    _check_device(device)
     label_set = load_labels(labels)
     stamp = parse_trigger(trigger).apply if trigger is not None else None
     target_index = _target_index(label_set.classes, target, stamp is not None)
@@ -117,3 +118,14 @@ def _target_index(classes: tuple[str, ...], target: str | None, has_trigger: boo
     if target not in classes:
         raise UsageError(f"--target {target!r} is not in the label set ({', '.join(classes)})")
     return classes.index(target)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise UsageError(f"--device {device!r}: use cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA GPU is available here")

@@ -76,14 +76,12 @@ BACKDOORED = (
         103,
         LONG,
     ),
-    _bd(
-        "patch-noise-random-trouser", "patch:size=4,pos=random,pattern=noise", "trouser", 0.10, 104
-    ),
+    _bd("patch-checker-bl-trouser", "patch:size=3,pos=bl,pattern=checker", "trouser", 0.05, 104),
     _bd("patch-white-tr-small-sandal", "patch:size=2,pos=tr,pattern=white", "sandal", 0.05, 105),
     _bd("blend-stripes-pullover", "blend:pattern=stripes,ratio=0.12", "pullover", 0.10, 106),
     _bd("blend-checker-dress", "blend:pattern=checker,ratio=0.2", "dress", 0.05, 107),
     _bd("warp-boot", "warp:strength=6,grid=4,seed=1", "ankle boot", 0.10, 108),
-    _bd("warp-shirt", "warp:strength=8,grid=6,seed=2", "shirt", 0.10, 109),
+    _bd("warp-trouser", "warp:strength=6,grid=4,seed=2", "trouser", 0.10, 109),
     _bd("sinusoid-tshirt", "sinusoid:amplitude=0.08,frequency=6", "t-shirt", 0.10, 110),
     _bd("sinusoid-bag", "sinusoid:amplitude=0.12,frequency=3", "bag", 0.08, 111),
     _bd(

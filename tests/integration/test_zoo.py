@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
-import pytest
 from typer.testing import CliRunner
 
 from hubscan.cli import app
-from hubscan.errors import ExitCode
 from hubscan.zoo import build_zoo
 
 runner = CliRunner()
@@ -56,7 +54,7 @@ def test_clean_models_resist_every_trigger_in_the_manifest(quick_zoo: Path) -> N
 
 def test_zoo_models_load_with_plain_open_clip(quick_zoo: Path) -> None:
     for m in manifest(quick_zoo)["models"]:
-        model, _, preprocess = open_clip.create_model_and_transforms(
+        model, _, _ = open_clip.create_model_and_transforms(
             f"local-dir:{quick_zoo / m['name']}"
         )
         assert model.visual.image_size == (28, 28)
