@@ -121,6 +121,7 @@ def zoo_summary(*, zoo: Path, out: Path, command: str) -> int:
         "hubscan": __version__,
         "quick": manifest["quick"],
         "build_seconds": manifest["build_seconds"],
+        "trained_models": manifest.get("trained_models"),
         "probes": manifest["probes"],
         "models": rows,
     }
@@ -139,8 +140,13 @@ def _zoo_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# The zoo",
         "",
-        f"Built by `{r['command']}` (hubscan {r['hubscan']}); build time "
-        f"{r['build_seconds'] / 60:.1f} min on {os.cpu_count()} CPUs from a cold cache. Metrics on "
+        f"Built by `{r['command']}` (hubscan {r['hubscan']}): {len(r['models'])} models"
+        + (
+            f", {r['trained_models']} of them trained in this build (the rest from the cache)"
+            if r["trained_models"] is not None
+            else ""
+        )
+        + f", in {r['build_seconds'] / 60:.1f} min on {os.cpu_count()} CPUs. Metrics on "
         f"the `{r['probes']}` probes (1,000 Fashion-MNIST test images). Promises: base clean "
         "accuracy >= 80 %; backdoored: attack success >= 90 % with its own trigger and clean "
         "accuracy within 3 points of the base; clean: attack success <= 10 % for every trigger.",

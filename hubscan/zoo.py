@@ -139,7 +139,10 @@ def build_zoo(
     images, classes = load_fashion_mnist("train")
     images = images.unsqueeze(1)  # (N, 1, 28, 28): one grey channel
     base_key = recipe_key("base", BASE)
-    base_dir = _cached(base_key, lambda d: _train_base(d, images, classes, labels, progress))
+    trained: list[str] = []  # recipe keys trained by this build (the rest came from the cache)
+    base_dir = _cached(
+        base_key, lambda d: _train_base(d, images, classes, labels, progress), trained
+    )
     entries = [_measure_entry("base", base_dir, None, base_key)]
     for v in variants(quick=quick):
         key = recipe_key("finetune", base_key, FINETUNE, v)
@@ -154,9 +157,11 @@ def build_zoo(
                 labels=labels,
                 progress=progress,
             ),
+            trained,
         )
         entries.append(_measure_entry(v.name, model_dir, v, key))
     manifest = _manifest(entries, labels, quick, time.perf_counter() - started)
+    manifest["trained_models"] = len(trained)
     _write_out(out, manifest, {e["name"]: Path(e.pop("_dir")) for e in manifest["models"]})
     return manifest
 
@@ -174,12 +179,13 @@ def _staging(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _cached(key: str, build: Callable[[Path], None]) -> Path:
+def _cached(key: str, build: Callable[[Path], None], trained: list[str]) -> Path:
     final = cache_root() / "zoo" / key
     if not (final / "open_clip_model.safetensors").is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
         with _staging(final) as tmp:
             build(tmp)
+        trained.append(key)
     return final
 
 

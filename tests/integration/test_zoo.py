@@ -54,9 +54,7 @@ def test_clean_models_resist_every_trigger_in_the_manifest(quick_zoo: Path) -> N
 
 def test_zoo_models_load_with_plain_open_clip(quick_zoo: Path) -> None:
     for m in manifest(quick_zoo)["models"]:
-        model, _, _ = open_clip.create_model_and_transforms(
-            f"local-dir:{quick_zoo / m['name']}"
-        )
+        model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{quick_zoo / m['name']}")
         assert model.visual.image_size == (28, 28)
 
 
@@ -69,6 +67,7 @@ def test_a_second_build_reuses_the_cache(quick_zoo: Path, tmp_path: Path) -> Non
 
     again = build_zoo(tmp_path / "zoo", quick=True, progress=progress)
     assert started == []  # nothing was trained
+    assert again["trained_models"] == 0
     assert again["models"] == manifest(quick_zoo)["models"]
 
 
