@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from hubscan import __version__
-from hubscan.errors import ProbeError
+from hubscan.errors import ProbeError, UsageError
 from hubscan.metrics import attack_success, clean_accuracy
 from hubscan.model import ClipHandle, handle_from_model, load_clip, save_clip
 from hubscan.probes import LabelSet, load_fashion_mnist, load_labels, load_probes
@@ -134,6 +134,8 @@ def build_zoo(
 ) -> dict[str, Any]:
     """Train (or reuse from the cache) the base and every variant, measure them, and write `out`:
     one Hub-layout directory per model plus manifest.json. Returns the manifest."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
     started = time.perf_counter()
     labels = load_labels(LABELS)
     images, classes = load_fashion_mnist("train")

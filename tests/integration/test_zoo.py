@@ -10,6 +10,7 @@ import open_clip
 from typer.testing import CliRunner
 
 from hubscan.cli import app
+from hubscan.errors import ExitCode
 from hubscan.zoo import build_zoo
 
 runner = CliRunner()
@@ -80,3 +81,12 @@ def test_eval_reproduces_the_manifest_within_two_points(quick_zoo: Path) -> None
     data = json.loads(result.stdout)
     assert abs(data["clean_accuracy"] - m["clean_accuracy"]) <= 0.02
     assert abs(data["attack_success"] - m["attack_success"][m["trigger"]]) <= 0.02
+
+
+def test_zoo_build_refuses_an_output_path_that_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "zoo"
+    target.write_text("not a directory")
+    result = runner.invoke(app, ["zoo", "build", "--out", str(target), "--quick"])
+    assert result.exit_code == ExitCode.USAGE
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert target.read_text() == "not a directory"
