@@ -72,11 +72,7 @@ class TooLarge(NoVerdict):
 
 
 class FetchError(NoVerdict):
-    """A download or local read failed (I/O), so the snapshot is incomplete."""
-
-
-class ReadError(NoVerdict):
-    """A file in the snapshot could not be read (I/O), so the scan is incomplete."""
+    """A download or a read of the snapshot failed (I/O), so the scan would be incomplete."""
 
 
 class ProbeError(NoVerdict):

@@ -12,7 +12,7 @@ import hashlib
 import importlib.resources
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
@@ -330,6 +330,4 @@ def _build(raw: Mapping[str, Any], *, source: str, digest: str) -> Policy:
 
 def with_fail_on(policy: Policy, fail_on: Severity) -> Policy:
     """A copy with another gate (for --fail-on); the policy file itself is unchanged."""
-    from dataclasses import replace
-
     return replace(policy, fail_on=fail_on)

@@ -8,7 +8,7 @@ I/O failure is an error. Must NEVER import torch, open_clip or pickle (import-li
 
 from __future__ import annotations
 
-from hubscan.errors import ReadError
+from hubscan.errors import FetchError
 from hubscan.policy import Policy, matches
 from hubscan.records import Finding, ScanReport, Skipped, Snapshot
 from hubscan.scan.files import readable, scan_files
@@ -38,7 +38,7 @@ def scan_snapshot(snapshot: Snapshot, *, policy: Policy) -> ScanReport:
                 weights.append(entry.path)
             scanned.append(entry.path)
     except OSError as err:
-        raise ReadError(f"cannot read {err.filename or 'a file'}: {err.strerror or err}") from err
+        raise FetchError(f"cannot read {err.filename or 'a file'}: {err.strerror or err}") from err
     return ScanReport(
         snapshot=snapshot,
         findings=tuple(sorted(findings, key=lambda f: (-f.severity, f.path, f.code, f.message))),
