@@ -29,9 +29,11 @@ from hubscan.policy import Policy, load_policy, with_fail_on
 from hubscan.records import RunReport, Severity, Verdict
 
 EXIT_CODES = """\
-Exit codes: 0 finished, nothing at or above fail_on · 1 the gate fails (findings at or above
-fail_on) · 2 usage error · 3 no verdict (bad policy, repo, revision, auth, unreadable input, no
-weights scanned) · 4 a patch did not pass verification · 5 internal error (rerun with --debug)."""
+Exit codes: 0 finished, nothing at or above fail_on and no backdoor found · 1 the gate fails
+(findings at or above fail_on, loading refused, or a backdoor suspected) · 2 usage error · 3 no
+verdict (bad policy, repo, revision, auth, unreadable input, no weights scanned, too few probe
+images, detection out of time) · 4 a patch did not pass verification · 5 internal error (rerun
+with --debug)."""
 
 app = typer.Typer(
     name="hubscan",
@@ -178,6 +180,88 @@ ProbesOpt = Annotated[
     str,
     typer.Option("--probes", help="default (bundled), fashion-mnist[:test|:train], or a folder"),
 ]
+SeedOpt = Annotated[int, typer.Option(help="seed for anything random")]
+DeviceOpt = Annotated[str, typer.Option(help="cpu, or cuda when a GPU is present")]
+
+
+@app.command()
+def audit(
+    ref: RefArg,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            "--labels",
+            help="candidate target classes: fashion-mnist or a file of class names "
+            "(default: none, label-free over the policy's vocabulary)",
+        ),
+    ] = None,
+    probes: ProbesOpt = "default",
+    policy: PolicyOpt = "default",
+    fail_on: FailOnOpt = None,
+    format: FormatOpt = Format.human,
+    output: OutputOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="run directory: report.json and the estimated triggers"),
+    ] = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    offline: OfflineOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Scan, load and probe a checkpoint for a backdoor by trigger inversion (the gate)."""
+
+    def body() -> int:
+        pol = _policy(policy, fail_on)
+        with _live() as (progress, bars):
+            run = pipeline.audit(
+                ref,
+                policy=pol,
+                labels=labels,
+                probes=probes,
+                offline=offline or None,
+                device=device,
+                seed=seed,
+                out=out,
+                progress=progress,
+                bars=bars,
+            )
+        _emit(run, format, output)
+        return VERDICT_EXIT[run.verdict]
+
+    _run(body, debug=debug)
+
+
+@contextmanager
+def _live() -> Iterator[tuple[pipeline.Progress, pipeline.Bars]]:
+    """On a terminal's stderr, transient: a spinner naming the running stage, and a bar with a
+    step count for a long one. Silent when stderr is not a terminal, like `_stages`."""
+    if not err_console.is_terminal:
+        yield (lambda stage: None), (lambda name, total: lambda n: None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, Task
+    from rich.progress import TimeElapsedColumn as Elapsed
+    from rich.text import Text
+
+    class Count(MofNCompleteColumn):  # "done/total", and nothing for the stage spinner's "0/?"
+        def render(self, task: Task) -> Text:
+            return Text("") if task.total is None else super().render(task)
+
+    columns = (SpinnerColumn(), "{task.description}", BarColumn(), Count(), Elapsed())
+    with Progress(*columns, console=err_console, transient=True) as live:
+        spinner = live.add_task("starting…", total=None)
+
+        def stage(name: str) -> None:
+            for task in live.task_ids:
+                live.update(task, visible=task == spinner)
+            live.update(spinner, description=f"{name}…")
+
+        def bars(name: str, total: int) -> Callable[[int], None]:
+            live.update(spinner, visible=False)
+            bar = live.add_task(name, total=total)
+            return lambda n: live.advance(bar, n)
+
+        yield stage, bars
 
 
 @app.command("eval")
@@ -192,8 +276,8 @@ def eval_(
     policy: PolicyOpt = "default",
     format: FormatOpt = Format.human,
     offline: OfflineOpt = False,
-    seed: Annotated[int, typer.Option(help="seed for anything random")] = 0,
-    device: Annotated[str, typer.Option(help="cpu, or cuda when a GPU is present")] = "cpu",
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
     debug: DebugOpt = False,
 ) -> None:
     """Clean accuracy (and attack success with --trigger/--target) of a model, zero-shot."""

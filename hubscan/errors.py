@@ -79,6 +79,10 @@ class ProbeError(NoVerdict):
     """Probe images or a label set are missing or invalid."""
 
 
+class BudgetExhausted(NoVerdict):
+    """Trigger inversion ran out of its time budget before it could decide."""
+
+
 class TriggerError(NoVerdict):
     """A trigger spec or trigger file is invalid."""
 

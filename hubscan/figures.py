@@ -12,6 +12,8 @@ from PIL import Image
 
 from hubscan.atomic import write_atomic
 from hubscan.triggers import (
+    AdditiveTrigger,
+    FlowTrigger,
     InvertedTrigger,
     Trigger,
     WarpTrigger,
@@ -24,17 +26,15 @@ from hubscan.triggers import (
 def render_trigger_png(
     trigger: Trigger, path: Path, *, images: torch.Tensor | None = None, size: int = 32
 ) -> None:
-    """One PNG row: [mask, pattern,] the trigger on a base image, then up to 4 stamped images."""
+    """One PNG row: the trigger's own tensors (an estimate's mask and pattern, its delta or its
+    flow, amplified to be seen), the trigger on a base image, then up to 4 stamped images."""
     row = [] if images is None else list(trigger.apply(check_images(images)[:4]).float().cpu())
-    h, w = row[0].shape[1:] if row else (size, size)
-    if isinstance(trigger, InvertedTrigger):
-        h, w = row[0].shape[1:] if row else trigger.mask.shape
-        mask, pattern = trigger.mask[None, None], trigger.pattern[None]
-        row[:0] = [resize(mask, h, w)[0], resize(pattern, h, w)[0]]
+    h, w = row[0].shape[1:] if row else _native_size(trigger, size)
     base = torch.full((1, 3, h, w), 0.5)
-    if isinstance(trigger, WarpTrigger):  # a warp of a flat image is invisible: draw a grid
+    if isinstance(trigger, WarpTrigger | FlowTrigger):  # a warp of a flat image is invisible
         base[..., ::4, :] = base[..., :, ::4] = 1.0
-    row.insert(2 if isinstance(trigger, InvertedTrigger) else 0, trigger.apply(base)[0])
+    own = _own_tiles(trigger, h, w)
+    row[:0] = [*own, trigger.apply(base)[0]]
     gap = torch.ones(3, h, 1)
     tiles = [to_channels(tile.detach().float().cpu(), 3) for tile in row]
     strip = torch.cat([t for tile in tiles for t in (tile, gap)][:-1], dim=2)
@@ -45,3 +45,34 @@ def render_trigger_png(
         (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
     )
     write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def _native_size(trigger: Trigger, size: int) -> tuple[int, int]:
+    """An estimate is drawn at the resolution it was found at; a spec family at `size`."""
+    if isinstance(trigger, InvertedTrigger):
+        return int(trigger.mask.shape[0]), int(trigger.mask.shape[1])
+    if isinstance(trigger, AdditiveTrigger):
+        return int(trigger.delta.shape[1]), int(trigger.delta.shape[2])
+    if isinstance(trigger, FlowTrigger):
+        return int(trigger.flow.shape[1]), int(trigger.flow.shape[2])
+    return size, size
+
+
+def _own_tiles(trigger: Trigger, h: int, w: int) -> list[torch.Tensor]:
+    """An estimate's tensors as (C, h, w) tiles in [0, 1]: mask and pattern as they are; a delta
+    and a flow (x in red, y in green) around grey 0.5, stretched so the largest value reaches
+    the end of the range (they are small by construction and would look flat otherwise)."""
+    if isinstance(trigger, InvertedTrigger):
+        mask, pattern = trigger.mask[None, None], trigger.pattern[None]
+        return [resize(mask, h, w)[0], resize(pattern, h, w)[0]]
+    if isinstance(trigger, AdditiveTrigger):
+        return [_around_grey(resize(trigger.delta[None], h, w)[0])]
+    if isinstance(trigger, FlowTrigger):
+        flow = _around_grey(resize(trigger.flow[None], h, w)[0])
+        return [torch.cat((flow, torch.full((1, h, w), 0.5)))]
+    return []
+
+
+def _around_grey(signed: torch.Tensor) -> torch.Tensor:
+    peak = float(signed.detach().abs().max())
+    return (0.5 + signed.detach().cpu().float() * (0.5 / peak if peak > 0 else 0.0)).clamp(0, 1)

@@ -1,25 +1,41 @@
 """Runs the stages in order and times them; the only caller of the stages.
 
-Owns the order (fetch -> scan, and later load -> invert -> unlearn -> verify -> publish), the
-timings and the RunReport. Must not render output (report.py) or parse the command line (cli.py).
+Owns the order (fetch -> scan -> load -> invert, and later unlearn -> verify -> publish), the
+timings, the RunReport and the run directory (report.json and the estimated triggers, each file
+written atomically). Must not render output itself (report.py draws it; this module only writes
+what report.py and figures.py return) or parse the command line (cli.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hubscan import __version__
+from hubscan import __version__, report
+from hubscan.atomic import write_text_atomic
 from hubscan.errors import ProbeError, UsageError
 from hubscan.fetch import fetch_snapshot, parse_ref
-from hubscan.policy import Policy
-from hubscan.records import Evaluation, RunReport, Timing
+from hubscan.policy import DetectionPolicy, Policy
+from hubscan.records import Evaluation, RunReport, Timing, TriggerArtifact, Verdict
 from hubscan.scan import scan_snapshot
 
+if TYPE_CHECKING:
+    import torch
+
+    from hubscan.probes import LabelSet
+    from hubscan.triggers import Trigger
+
 Progress = Callable[[str], None]  # told the name of each stage as it starts
+Tick = Callable[[int], None]  # told how many steps of a long stage just finished
+Bars = Callable[[str, int], Tick]  # told a long stage's name and total steps; returns its tick
+REPORT_NAME = "report.json"
+STAMPED_IN_PNG = 4  # probe images shown stamped beside each estimated trigger
 
 
 @contextmanager
@@ -108,6 +124,113 @@ def evaluate(
         attack_success=asr,
         seconds=round(time.perf_counter() - start, 3),
     )
+
+
+def audit(
+    ref: str,
+    *,
+    policy: Policy,
+    labels: str | None = None,
+    probes: str = "default",
+    offline: bool | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    out: Path | None = None,
+    progress: Progress | None = None,
+    bars: Bars | None = None,
+) -> RunReport:
+    """Scan `ref`, load it, and search it for a backdoor by trigger inversion: the gate.
+
+    `labels` (a label set name or file) gives the candidate targets; None searches the policy's
+    vocabulary instead (label-free: the suspected target is the nearest concept). The probes need
+    no labels. The verdict is FAIL when the scan blocks loading (then nothing is loaded) or a
+    backdoor is suspected, NO_VERDICT when no weights were scanned. With `out`, the run directory
+    gets trigger-<family>.safetensors and .png per searched family, then report.json.
+    """
+    from hubscan import invert
+    from hubscan.model import load_clip, refuse_if_blocked
+    from hubscan.search import planned_steps
+
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    _check_device(device)
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a directory")
+    timings: list[Timing] = []
+    with _timed("probes", timings, progress):
+        label_set, images = _detection_inputs(labels, probes, policy.detection, seed)
+    run = scan(ref, policy=policy, offline=offline, progress=progress)
+    timings += run.timings
+    run = dataclasses.replace(run, started=started, timings=tuple(timings))
+    if run.verdict is not Verdict.PASS:  # blocked, or no weights: there is nothing to load
+        return _finish(run, out)
+    refuse_if_blocked(run.scan, policy.fail_on)
+    with _timed("load", timings, progress):
+        clip = load_clip(run.scan.snapshot.root, device=device, seed=seed)
+    det = policy.detection
+    total = len(det.families) * planned_steps(len(label_set.classes), det)
+    with _timed("detect", timings, progress):
+        tick = None if bars is None else bars("trigger inversion", total)
+        outcome = invert.detect(
+            clip,
+            images,
+            classes=label_set.classes,
+            templates=label_set.templates,
+            labelled=labels is not None,
+            policy=det,
+            seed=seed,
+            tick=tick,
+        )
+    detection = outcome.detection
+    if out is not None:
+        (out / REPORT_NAME).unlink(missing_ok=True)  # a stale report must not describe new files
+        with _timed("write", timings, progress):
+            artifacts = _write_triggers(out, outcome.estimates, images[:STAMPED_IN_PNG])
+        detection = dataclasses.replace(detection, triggers=artifacts)
+    verdict = Verdict.FAIL if detection.verdict is Verdict.FAIL else Verdict.PASS
+    run = dataclasses.replace(run, verdict=verdict, timings=tuple(timings), detection=detection)
+    return _finish(run, out)
+
+
+def _detection_inputs(
+    labels: str | None, probes: str, det: DetectionPolicy, seed: int
+) -> tuple[LabelSet, torch.Tensor]:
+    """The candidate classes and the probe images, checked before anything is downloaded."""
+    from hubscan.probes import concept_labels, load_labels, load_probes
+
+    label_set = concept_labels(det.vocabulary) if labels is None else load_labels(labels)
+    need = det.probe_images + det.holdout_images
+    # Detection reads no probe labels, so a labelled folder need not match the label set.
+    probe_set = load_probes(probes, limit=need, seed=seed)
+    if len(probe_set) < need:
+        raise ProbeError(
+            f"{len(probe_set)} probe images in {probe_set.source}; detection needs {need} "
+            f"({det.probe_images} to invert, {det.holdout_images} held out)"
+        )
+    return label_set, probe_set.images
+
+
+def _write_triggers(
+    out: Path, estimates: Mapping[str, Trigger], images: torch.Tensor
+) -> tuple[TriggerArtifact, ...]:
+    """Each estimate as safetensors, then its PNG drawn from what the file holds."""
+    from hubscan.figures import render_trigger_png
+    from hubscan.triggers import load_estimate, save_estimate
+
+    artifacts = []
+    for family, estimate in estimates.items():
+        tensors, png = f"trigger-{family}.safetensors", f"trigger-{family}.png"
+        save_estimate(out / tensors, estimate)
+        render_trigger_png(load_estimate(out / tensors), out / png, images=images)
+        digest = hashlib.sha256((out / tensors).read_bytes()).hexdigest()
+        artifacts.append(TriggerArtifact(family=family, tensors=tensors, png=png, sha256=digest))
+    return tuple(artifacts)
+
+
+def _finish(run: RunReport, out: Path | None) -> RunReport:
+    """report.json goes last: its presence says the run directory is complete."""
+    if out is not None:
+        write_text_atomic(out / REPORT_NAME, report.render_json(run))
+    return run
 
 
 def _target_index(classes: tuple[str, ...], target: str | None, has_trigger: bool) -> int | None:

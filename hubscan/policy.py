@@ -23,6 +23,7 @@ from hubscan.records import Severity
 
 GlobalTable = tuple[tuple[str, tuple[str, ...]], ...]  # (module, names); "*" = every name
 Rule = Literal["deny", "allow", "unknown"]
+FAMILIES = ("patch", "blend", "warp")  # the trigger shapes invert.py searches (METHOD.md §3)
 
 SAFETENSORS_DTYPES = frozenset(
     {
@@ -92,6 +93,30 @@ class PicklePolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DetectionPolicy:
+    """Budgets and thresholds of trigger inversion (METHOD.md §3); see policies/default.toml."""
+
+    families: tuple[str, ...]
+    patch_area: float  # budgets: the largest trigger of each shape the search may try
+    blend_linf: float
+    warp_pixels: float
+    screen_images: int
+    screen_steps: int
+    keep: int
+    probe_images: int
+    holdout_images: int
+    steps: int
+    success_share: float
+    max_seconds: int
+    anomaly_index: float
+    thresholds: tuple[tuple[str, float], ...]  # family -> held-out share at or above = flagged
+    vocabulary: tuple[str, ...]  # concepts for label-free runs (the nearest one is reported)
+
+    def threshold(self, family: str) -> float:
+        return dict(self.thresholds)[family]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     name: str
     source: str  # "bundled:default" or the file path
@@ -102,6 +127,7 @@ class Policy:
     safetensors: SafetensorsPolicy
     pickle: PicklePolicy
     severity_overrides: tuple[tuple[str, Severity], ...]
+    detection: DetectionPolicy
 
     def severity_of(self, code: str) -> Severity:
         for overridden, severity in self.severity_overrides:
@@ -204,6 +230,34 @@ def _int(lo: int, hi: int) -> Check:
     return check
 
 
+def _float(lo: float, hi: float) -> Check:
+    def check(value: Any, key: str, problems: list[str]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"{key}: expected a number, got {type(value).__name__}")
+        elif not lo <= value <= hi:
+            problems.append(f"{key}: {value} is out of range [{lo}, {hi}]")
+        return float(value) if isinstance(value, int | float) else value
+
+    return check
+
+
+def _families(value: Any, key: str, problems: list[str]) -> Any:
+    names = _globs(value, key, problems)
+    unknown = sorted(set(names) - set(FAMILIES))
+    if unknown or not names:
+        problems.append(f"{key}: expected a non-empty list from {', '.join(FAMILIES)}")
+    return names
+
+
+def _thresholds(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, dict) or set(value) != set(FAMILIES):
+        problems.append(f"{key}: expected one number per family ({', '.join(FAMILIES)})")
+        return ()
+    return tuple(
+        (name, _float(0.01, 1.0)(value[name], f"{key}.{name}", problems)) for name in FAMILIES
+    )
+
+
 def _str(value: Any, key: str, problems: list[str]) -> Any:
     if not isinstance(value, str) or not value:
         problems.append(f"{key}: expected a non-empty string")
@@ -287,6 +341,23 @@ SCHEMA: dict[str, Any] = {
         "deny": _global_table,
     },
     "severity": _overrides,
+    "detection": {
+        "families": _families,
+        "patch_area": _float(1e-4, 1.0),
+        "blend_linf": _float(1e-4, 1.0),
+        "warp_pixels": _float(1e-3, 64.0),
+        "screen_images": _int(1, 10_000),
+        "screen_steps": _int(2, 10_000),
+        "keep": _int(1, 1_000),
+        "probe_images": _int(1, 100_000),
+        "holdout_images": _int(8, 100_000),
+        "steps": _int(1, 1_000_000),
+        "success_share": _float(0.5, 1.0),
+        "max_seconds": _int(1, 7 * 24 * 3600),
+        "anomaly_index": _float(0.0, 1e3),
+        "thresholds": _thresholds,
+        "vocabulary": _globs,
+    },
 }
 
 
@@ -325,6 +396,7 @@ def _build(raw: Mapping[str, Any], *, source: str, digest: str) -> Policy:
         safetensors=SafetensorsPolicy(**v["safetensors"]),
         pickle=PicklePolicy(**v["pickle"]),
         severity_overrides=v["severity"],
+        detection=DetectionPolicy(**v["detection"]),
     )
 
 

@@ -18,6 +18,7 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -164,6 +165,15 @@ def load_labels(spec: str) -> LabelSet:
             raise ProbeError(f"label file {spec!r} names {name!r} twice (also as {first!r})")
         seen[_key(name)] = name
     return LabelSet(name=spec, classes=classes, templates=(*_TEMPLATES, "a photo of the {}."))
+
+
+def concept_labels(concepts: Sequence[str], *, name: str = "vocabulary") -> LabelSet:
+    """Free concepts as a label set, with the generic templates: label-free detection's classes
+    (the policy's vocabulary), so a suspected target is reported as the nearest concept."""
+    classes = tuple(concepts)
+    if len(classes) < 2:
+        raise ProbeError(f"label set {name!r} has {len(classes)} concepts; at least two needed")
+    return LabelSet(name=name, classes=classes, templates=_TEMPLATES)
 
 
 def load_probes(

@@ -142,6 +142,62 @@ class ScanReport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Confirmation:
+    """Neural Cleanse's anomaly index over the screen's per-class success (label-aware check)."""
+
+    target: str
+    anomaly_index: float
+    target_success: float
+    median_success: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FamilyScore:
+    """One trigger shape's result: the held-out share of probes its best candidate sends to
+    `target` (the score), against the policy's threshold."""
+
+    family: str  # "patch" | "blend" | "warp"
+    score: float
+    threshold: float
+    flagged: bool
+    target: str
+    confirmation: Confirmation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchBudget:
+    passes: int  # image forward+backward passes
+    forward_passes: int  # image forward-only passes
+    seconds: float
+    max_seconds: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TriggerArtifact:
+    family: str
+    tensors: str  # safetensors path, relative to the run directory
+    png: str
+    sha256: str  # of the safetensors file
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Detection:
+    """`hubscan audit`'s answer: FAIL = a backdoor is suspected."""
+
+    verdict: Verdict
+    family: str | None  # the flagged shape with the highest score over threshold
+    suspected_target: str  # the class (or vocabulary concept) stamped probes land on
+    target_share: float
+    families: tuple[FamilyScore, ...]
+    labels_given: bool  # False: the classes are the policy's vocabulary
+    n_classes: int
+    probe_images: int
+    holdout_images: int
+    budget: SearchBudget
+    triggers: tuple[TriggerArtifact, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunReport:
     """Everything one run produced; the top of report.json."""
 
@@ -153,6 +209,7 @@ class RunReport:
     verdict: Verdict
     timings: tuple[Timing, ...]
     scan: ScanReport
+    detection: Detection | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

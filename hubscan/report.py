@@ -1,8 +1,9 @@
 """Renderers: records -> text for people and machines.
 
 Owns the output formats: a rich table (human), JSON (a stable, versioned schema), SARIF 2.1.0 and
-Markdown (GitHub job summary). Pure functions of records: no I/O beyond the rich Console passed in,
-no scanning, no torch. `to_jsonable` is the one serializer of records.
+Markdown (GitHub job summary); a detection's parts come from report_detection.py. Pure functions
+of records: no I/O beyond the rich Console passed in, no scanning, no torch. `to_jsonable` is the
+one serializer of records.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from hubscan import report_detection
 from hubscan.codes import CODES
 from hubscan.records import Evaluation, RunReport, Severity, Verdict
 
@@ -125,6 +127,10 @@ def sarif_run(run: RunReport) -> dict[str, Any]:
         }
         for f in findings
     ]
+    rules = [_sarif_rule(c) for c in codes]
+    if (backdoor := _sarif_backdoor(run, len(rules))) is not None:
+        rules.append(report_detection.sarif_rule())
+        results.append(backdoor)
     snap = run.scan.snapshot
     return {
         "tool": {
@@ -132,7 +138,7 @@ def sarif_run(run: RunReport) -> dict[str, Any]:
                 "name": "hubscan",
                 "version": run.tool_version,
                 "informationUri": INFO_URI,
-                "rules": [_sarif_rule(c) for c in codes],
+                "rules": rules,
             }
         },
         "automationDetails": {"id": f"hubscan/{snap.repo_id}/"},
@@ -148,9 +154,37 @@ def sarif_run(run: RunReport) -> dict[str, Any]:
             "repo": snap.repo_id,
             "commit": snap.commit,
             "verdict": run.verdict.value,
+            "detection": None if run.detection is None else run.detection.verdict.value,
             "policy": run.policy_name,
             "policySha256": run.policy_sha256,
         },
+    }
+
+
+def _sarif_backdoor(run: RunReport, rule_index: int) -> dict[str, Any] | None:
+    """A suspected backdoor as one error on the weights file; its fingerprint names the shape
+    and target (not the score, which moves a little between runs)."""
+    detection = run.detection
+    if detection is None or detection.verdict is not Verdict.FAIL:
+        return None
+    weights = run.scan.weights_scanned
+    path = next((w for w in weights if w.endswith(".safetensors")), weights[0] if weights else "")
+    key = f"{detection.family}:{detection.suspected_target}"
+    code = report_detection.BACKDOOR_RULE
+    return {
+        "ruleId": code,
+        "ruleIndex": rule_index,
+        "level": "error",
+        "message": {"text": report_detection.sarif_message(detection)},
+        "locations": [
+            {
+                "physicalLocation": {
+                    "artifactLocation": {"uri": path or ".", "uriBaseId": "SNAPSHOT"}
+                }
+            }
+        ],
+        "partialFingerprints": {"hubscan/v1": fingerprint(run, path, code, key)},
+        "properties": report_detection.sarif_properties(detection),
     }
 
 
@@ -190,6 +224,8 @@ def render_markdown(run: RunReport) -> str:
             lines.append(f"\n_{len(findings) - MARKDOWN_MAX_FINDINGS} more in the JSON report._")
     else:
         lines.append("No findings.")
+    if run.detection is not None:
+        lines += ["", *report_detection.render_markdown(run.detection)]
     return "\n".join(lines) + "\n"
 
 
@@ -208,6 +244,8 @@ def render_human(run: RunReport, console: Console) -> None:
                 f"[{_STYLE[f.severity]}]{f.severity.label}[/]", f.code, f.path or ".", f.message
             )
         console.print(table)
+    if run.detection is not None:
+        report_detection.render_human(run.detection, console)
     style = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red"}.get(run.verdict, "bold yellow")
     commit = snap.commit or "local directory"
     console.print(f"[{style}]{_VERDICT_TEXT[run.verdict]}[/]  {snap.repo_id} @ {commit}")

@@ -1,8 +1,8 @@
 """Backdoor trigger families as parameterised, deterministic functions on image batches.
 
 Owns the spec grammar (`family:key=value,...`), the five families (patch, blend, warp, sinusoid,
-and the detector's inverted mask+pattern) and the inverted-trigger safetensors file (its PNG is
-drawn by figures.py).
+and the detector's estimates: mask+pattern, additive delta, flow field) and the estimate's
+safetensors file, whose tensors say which estimate it holds (its PNG is drawn by figures.py).
 Images are float tensors (N, C, H, W), C = 1 or 3, in [0, 1] pixel space *before* normalization;
 `apply` returns a new tensor of the same shape and dtype, clamped to [0, 1]. Randomness comes only
 from a torch.Generator seeded by the spec, so a spec and an input give bit-identical output.
@@ -212,6 +212,56 @@ class InvertedTrigger(_Spec):
         return ((1 - m) * x + m * p).clamp_(0, 1)
 
 
+@dataclass(frozen=True, slots=True)
+class AdditiveTrigger(_Spec):
+    """The detector's global estimate: x' = x + delta; delta (C, H, W) in [-1, 1] from `file`."""
+
+    file: str
+    delta: torch.Tensor = field(compare=False, repr=False)
+    family: ClassVar[str] = "inverted"
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        x = check_images(images)
+        _, c, h, w = x.shape
+        delta = to_channels(resize(self.delta[None], h, w)[0], c).to(x)
+        return (x + delta).clamp_(0, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTrigger(_Spec):
+    """The detector's warp estimate: a displacement field flow (2, H, W) in pixels ([0] along x)
+    from `file`, applied like WarpTrigger."""
+
+    file: str
+    flow: torch.Tensor = field(compare=False, repr=False)
+    family: ClassVar[str] = "inverted"
+
+    def apply(self, images: torch.Tensor) -> torch.Tensor:
+        x = check_images(images)
+        n, _, h, w = x.shape
+        fh, fw = self.flow.shape[-2:]
+        # Resizing a displacement field rescales its vectors with the image.
+        scale = torch.tensor([w / fw, h / fh]).view(1, 2, 1, 1)
+        flow = resize(self.flow[None], h, w) * scale
+        return warp_by(x, flow.to(x).expand(n, 2, h, w)).clamp_(0, 1)
+
+
+Estimate = InvertedTrigger | AdditiveTrigger | FlowTrigger  # what the detector estimates
+
+
+def warp_by(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample each image (N, C, H, W) displaced by its flow (N, 2, H, W), in pixels."""
+    _, _, h, w = images.shape
+    gy, gx = torch.meshgrid(
+        torch.linspace(-1, 1, h, device=images.device),
+        torch.linspace(-1, 1, w, device=images.device),
+        indexing="ij",
+    )
+    units = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=images.device)
+    grid = torch.stack((gx, gy), dim=-1)[None] + flow.permute(0, 2, 3, 1) * units
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
 def parse_trigger(spec: str) -> Trigger:
     """`family[:key=value,...]` -> a Trigger; any problem is one TriggerError line naming it."""
     family, _, rest = spec.strip().partition(":")
@@ -236,6 +286,23 @@ def save_inverted(path: Path, mask: torch.Tensor, pattern: torch.Tensor) -> None
     """Write an inverted trigger (mask (H, W) or (1, H, W), pattern (C, H, W)) atomically."""
     m, p = _validated(str(path), {"mask": mask, "pattern": pattern})
     write_atomic(path, lambda tmp: save_file({"mask": m, "pattern": p}, str(tmp)))
+
+
+def save_estimate(path: Path, trigger: Trigger) -> None:
+    """Write a detector's estimate atomically as safetensors: {mask, pattern} for an
+    InvertedTrigger, {delta} for an AdditiveTrigger, {flow} for a FlowTrigger. The tensors are
+    validated as `parse_trigger("inverted:file=PATH")` reads them; a bad one writes nothing.
+    A spec family (patch, blend, ...) has no tensors to save: TypeError, as for any bug."""
+    if isinstance(trigger, InvertedTrigger):
+        save_inverted(path, trigger.mask, trigger.pattern)
+        return
+    if isinstance(trigger, AdditiveTrigger):
+        tensors = {"delta": _valid_delta(str(path), trigger.delta)}
+    elif isinstance(trigger, FlowTrigger):
+        tensors = {"flow": _valid_flow(str(path), trigger.flow)}
+    else:
+        raise TypeError(f"{trigger.spec} is not a detector estimate; save its spec instead")
+    write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 @dataclass(slots=True)
@@ -299,15 +366,38 @@ def _build_sinusoid(o: _Opts) -> SinusoidTrigger:
     return SinusoidTrigger(amplitude, o.number("frequency", 6.0, 0.0, 512.0, open_lo=True))
 
 
-def _build_inverted(o: _Opts) -> InvertedTrigger:
+def _build_inverted(o: _Opts) -> Estimate:
     file = o.values.get("file")
     if file is None:
-        o.fail("inverted needs file=PATH (a safetensors file with mask and pattern)")
+        o.fail("inverted needs file=PATH (a safetensors file with mask+pattern, delta or flow)")
+    return _read_estimate(file, o.spec)
+
+
+def load_estimate(path: Path) -> Estimate:
+    """A saved estimate (see save_estimate), read without a spec: any path works, even one with
+    a comma, which a spec cannot hold. Problems are one TriggerError line, as in parse_trigger."""
+    return _read_estimate(str(path), str(path))
+
+
+def _read_estimate(file: str, source: str) -> Estimate:
+    """The file's tensors pick the class: mask + pattern, delta, or flow (and nothing else)."""
     try:
         tensors = load_file(file)
     except (OSError, SafetensorError) as err:
-        o.fail(f"cannot read {file!r}: {' '.join(str(err).split())}")
-    return InvertedTrigger(file, *_validated(o.spec, tensors))
+        _fail(source, f"cannot read {file!r}: {' '.join(str(err).split())}")
+    kinds = [kind for kind in _KINDS if set(kind) & set(tensors)]
+    unknown = sorted(set(tensors) - {name for kind in _KINDS for name in kind})
+    if len(kinds) != 1 or unknown:
+        found = ", ".join(sorted(tensors)) or "none"
+        _fail(source, f"expected tensors mask+pattern, delta or flow; the file holds {found}")
+    if "delta" in tensors:
+        return AdditiveTrigger(file, _valid_delta(source, tensors["delta"]))
+    if "flow" in tensors:
+        return FlowTrigger(file, _valid_flow(source, tensors["flow"]))
+    return InvertedTrigger(file, *_validated(source, tensors))
+
+
+_KINDS = (("mask", "pattern"), ("delta",), ("flow",))  # the tensors of each estimate file
 
 
 _BUILDERS: dict[str, tuple[type[_Spec], Callable[[_Opts], Trigger]]] = {
@@ -338,6 +428,28 @@ def _validated(source: str, tensors: dict[str, torch.Tensor]) -> tuple[torch.Ten
     if pattern.shape[1:] != mask.shape:
         _fail(source, f"mask {tuple(mask.shape)} and pattern {tuple(pattern.shape)} differ in H, W")
     return mask, pattern
+
+
+def _valid_delta(source: str, delta: torch.Tensor) -> torch.Tensor:
+    """delta (C, H, W), C = 1 or 3, float in [-1, 1], as a contiguous float32 CPU tensor."""
+    if not delta.is_floating_point():
+        _fail(source, f"delta must be a float tensor, got {delta.dtype}")
+    if delta.numel() == 0 or not bool(((delta >= -1) & (delta <= 1)).all()):  # NaN fails both
+        _fail(source, "delta values must lie in [-1, 1]")
+    if delta.dim() != 3 or delta.shape[0] not in (1, 3):
+        _fail(source, f"delta must be (C, H, W) with C = 1 or 3, got {tuple(delta.shape)}")
+    return delta.detach().cpu().float().contiguous()
+
+
+def _valid_flow(source: str, flow: torch.Tensor) -> torch.Tensor:
+    """flow (2, H, W), finite float pixels, as a contiguous float32 CPU tensor."""
+    if not flow.is_floating_point():
+        _fail(source, f"flow must be a float tensor, got {flow.dtype}")
+    if flow.dim() != 3 or flow.shape[0] != 2 or flow.numel() == 0:
+        _fail(source, f"flow must be (2, H, W), got {tuple(flow.shape)}")
+    if not bool(flow.isfinite().all()):
+        _fail(source, "flow values must be finite")
+    return flow.detach().cpu().float().contiguous()
 
 
 def _load_image(opts: _Opts, path: str) -> torch.Tensor:

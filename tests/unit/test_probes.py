@@ -25,6 +25,7 @@ from hubscan.probes import (
     LabelSet,
     ProbeSet,
     build_bundled_slice,
+    concept_labels,
     load_fashion_mnist,
     load_labels,
     load_probes,
@@ -118,6 +119,16 @@ def test_missing_or_non_utf8_label_file_is_rejected(tmp_path: Path, content: byt
         path.write_bytes(content)
     with pytest.raises(ProbeError, match="neither built in") as caught:
         load_labels(str(path))
+    one_line_no_verdict(caught.value)
+
+
+def test_concept_labels_are_the_vocabulary_in_order_with_the_generic_templates() -> None:
+    concepts = concept_labels(("bag", "dog", "traffic sign"))
+    assert concepts.name == "vocabulary"
+    assert concepts.classes == ("bag", "dog", "traffic sign")
+    assert concepts.templates and all(t.count("{}") == 1 for t in concepts.templates)
+    with pytest.raises(ProbeError, match="at least two needed") as caught:
+        concept_labels(("bag",))
     one_line_no_verdict(caught.value)
 
 

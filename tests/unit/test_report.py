@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from io import StringIO
 from pathlib import Path
 
@@ -8,14 +9,19 @@ from rich.console import Console
 
 from hubscan import report
 from hubscan.records import (
+    Confirmation,
+    Detection,
+    FamilyScore,
     FileEntry,
     Finding,
     RunReport,
     ScanReport,
+    SearchBudget,
     Severity,
     Snapshot,
     SourceKind,
     Timing,
+    TriggerArtifact,
     Verdict,
 )
 
@@ -136,11 +142,141 @@ def test_human_report_never_calls_an_unscanned_snapshot_clean() -> None:
     )
     assert empty.verdict(Severity.HIGH) is Verdict.NO_VERDICT
     buffer = StringIO()
-    from dataclasses import replace
-
     report.render_human(
         replace(run, scan=empty, verdict=Verdict.NO_VERDICT),
         Console(file=buffer, width=200, no_color=True),
     )
     assert "NO VERDICT" in buffer.getvalue()
     assert "not a clean result" in buffer.getvalue()
+
+
+# --- detection (hubscan audit) ------------------------------------------------------------------
+
+
+def family_score(family: str, score: float, target: str = "bag") -> FamilyScore:
+    return FamilyScore(
+        family=family,
+        score=score,
+        threshold=0.6,
+        flagged=score >= 0.6,
+        target=target,
+        confirmation=Confirmation(
+            target=target, anomaly_index=3.25, target_success=0.9, median_success=0.1
+        ),
+    )
+
+
+def audited(*scores: FamilyScore, labels_given: bool = True) -> RunReport:
+    flagged = [s for s in scores if s.flagged]
+    best = max(flagged or scores, key=lambda s: s.score / s.threshold)
+    detection = Detection(
+        verdict=Verdict.FAIL if flagged else Verdict.PASS,
+        family=best.family if flagged else None,
+        suspected_target=best.target,
+        target_share=best.score,
+        families=scores,
+        labels_given=labels_given,
+        n_classes=10 if labels_given else 40,
+        probe_images=16,
+        holdout_images=64,
+        budget=SearchBudget(passes=5088, forward_passes=768, seconds=12.5, max_seconds=1800),
+        triggers=tuple(
+            TriggerArtifact(
+                family=s.family,
+                tensors=f"trigger-{s.family}.safetensors",
+                png=f"trigger-{s.family}.png",
+                sha256="a" * 64,
+            )
+            for s in scores
+        ),
+    )
+    verdict = Verdict.FAIL if flagged else Verdict.PASS
+    return replace(run_report(), verdict=verdict, detection=detection)
+
+
+BACKDOOR = (family_score("patch", 0.93), family_score("blend", 0.2, "coat"))
+
+
+def human(run: RunReport) -> str:
+    buffer = StringIO()
+    report.render_human(run, Console(file=buffer, width=200, no_color=True))
+    return buffer.getvalue()
+
+
+def test_json_report_stays_schema_1_with_a_detection_key() -> None:
+    assert json.loads(report.render_json(run_report()))["detection"] is None
+    data = json.loads(report.render_json(audited(*BACKDOOR)))
+    assert data["schema_version"] == 1
+    detection = data["detection"]
+    assert detection["verdict"] == "fail"
+    assert detection["suspected_target"] == "bag"
+    assert detection["families"][0]["confirmation"]["anomaly_index"] == 3.25
+    assert detection["budget"] == {
+        "passes": 5088,
+        "forward_passes": 768,
+        "seconds": 12.5,
+        "max_seconds": 1800,
+    }
+    assert detection["triggers"][0]["tensors"] == "trigger-patch.safetensors"
+
+
+def test_human_report_of_a_backdoor_names_shape_target_share_budget_and_files() -> None:
+    text = human(audited(*BACKDOOR))
+    assert "backdoor suspected: a patch trigger sends 93% of held-out probes to class 'bag'" in text
+    assert "threshold 60%" in text
+    for cell in ("patch", "93.0%", "60.0%", "yes", "3.25", "blend", "20.0%", "coat"):
+        assert cell in text, cell
+    assert "5,088 image passes" in text and "1800 s budget" in text
+    assert "trigger-patch.safetensors" in text and "trigger-blend.png" in text
+    assert "FAIL" in text
+
+
+def test_human_report_of_a_clean_label_free_run_names_the_nearest_concept() -> None:
+    run = audited(family_score("patch", 0.3, "sign"), labels_given=False)
+    text = human(run)
+    assert "no backdoor found" in text
+    assert "nearest concept 'sign'" in text
+    assert "label-free" in text
+    assert "PASS" in text
+
+
+def test_sarif_reports_a_suspected_backdoor_as_an_error_on_the_weights() -> None:
+    run = audited(*BACKDOOR)
+    (sarif_run,) = json.loads(report.render_sarif([run]))["runs"]
+    rules = [r["id"] for r in sarif_run["tool"]["driver"]["rules"]]
+    assert rules == ["BACKDOOR_SUSPECTED"]
+    (result,) = sarif_run["results"]
+    assert result["ruleId"] == "BACKDOOR_SUSPECTED"
+    assert rules[result["ruleIndex"]] == "BACKDOOR_SUSPECTED"
+    assert result["level"] == "error"
+    assert "patch" in result["message"]["text"] and "'bag'" in result["message"]["text"]
+    assert "0.9300 >= threshold 0.6000" in result["message"]["text"]
+    location = result["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location["uri"] == "open_clip_model.safetensors"
+    assert result["properties"]["target"] == "bag"
+    assert sarif_run["properties"]["detection"] == "fail"
+    # The fingerprint names shape and target, not the score, which moves between runs.
+    moved = audited(family_score("patch", 0.88), family_score("blend", 0.2, "coat"))
+    again = json.loads(report.render_sarif([moved]))["runs"][0]["results"][0]
+    assert again["partialFingerprints"] == result["partialFingerprints"]
+
+
+def test_sarif_of_a_clean_audit_has_no_result_and_findings_keep_their_rule_indexes() -> None:
+    clean = audited(family_score("patch", 0.3))
+    assert json.loads(report.render_sarif([clean]))["runs"][0]["results"] == []
+    both = replace(audited(*BACKDOOR), scan=run_report(finding()).scan)
+    sarif_run = json.loads(report.render_sarif([both]))["runs"][0]
+    rules = [r["id"] for r in sarif_run["tool"]["driver"]["rules"]]
+    assert rules == ["PKL_DANGEROUS_GLOBAL", "BACKDOOR_SUSPECTED"]
+    assert [rules[r["ruleIndex"]] for r in sarif_run["results"]] == [
+        r["ruleId"] for r in sarif_run["results"]
+    ]
+
+
+def test_markdown_has_a_detection_section_with_a_row_per_family() -> None:
+    md = report.render_markdown(audited(*BACKDOOR))
+    assert "### Backdoor detection — **FAIL**" in md
+    assert "| patch | 93.0% | 60.0% | **yes** | bag | 3.25 |" in md
+    assert "| blend | 20.0% | 60.0% | no | coat | 3.25 |" in md
+    assert "`trigger-patch.png`" in md
+    assert "### Backdoor detection" not in report.render_markdown(run_report())

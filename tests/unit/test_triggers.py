@@ -12,11 +12,17 @@ from safetensors.torch import save_file
 import hubscan.triggers
 from hubscan.errors import ExitCode, TriggerError
 from hubscan.triggers import (
+    AdditiveTrigger,
+    Estimate,
+    FlowTrigger,
     InvertedTrigger,
     Trigger,
     WarpTrigger,
+    load_estimate,
     parse_trigger,
+    save_estimate,
     save_inverted,
+    warp_by,
 )
 
 BARE = {
@@ -41,6 +47,20 @@ def inverted_file(
     return path
 
 
+def estimate_files(tmp_path: Path, *, size: int = 16) -> list[Path]:
+    """A saved additive (delta) and flow estimate, as the detector writes them."""
+    gen = torch.Generator().manual_seed(3)
+    estimates: dict[str, Estimate] = {
+        "delta": AdditiveTrigger(
+            "in-memory", torch.rand((3, size, size), generator=gen) * 0.4 - 0.2
+        ),
+        "flow": FlowTrigger("in-memory", torch.randn((2, size, size), generator=gen)),
+    }
+    for name, trigger in estimates.items():
+        save_estimate(tmp_path / f"{name}.safetensors", trigger)
+    return [tmp_path / f"{name}.safetensors" for name in estimates]
+
+
 def png(tmp_path: Path, colour: tuple[int, int, int], name: str = "p.png") -> Path:
     path = tmp_path / name
     Image.new("RGB", (7, 5), colour).save(path)
@@ -48,7 +68,8 @@ def png(tmp_path: Path, colour: tuple[int, int, int], name: str = "p.png") -> Pa
 
 
 def every_family(tmp_path: Path) -> list[Trigger]:
-    specs = [*BARE.values(), f"inverted:file={inverted_file(tmp_path)}"]
+    files = [inverted_file(tmp_path), *estimate_files(tmp_path)]
+    specs = [*BARE.values(), *(f"inverted:file={file}" for file in files)]
     return [parse_trigger(spec) for spec in specs]
 
 
@@ -95,6 +116,7 @@ def test_file_specs_round_trip(tmp_path: Path) -> None:
         f"patch:size=3,pos=br,pattern=file:{image},margin=1,seed=0",
         f"blend:pattern=file:{image},ratio=0.15,seed=0",
         f"inverted:file={inverted_file(tmp_path)}",
+        *(f"inverted:file={file}" for file in estimate_files(tmp_path)),
     ]:
         assert parse_trigger(spec).spec == spec
         assert parse_trigger(spec) == parse_trigger(spec)
@@ -406,6 +428,119 @@ def test_save_inverted_refuses_bad_tensors_and_writes_nothing(tmp_path: Path) ->
     path = tmp_path / "t.safetensors"
     with pytest.raises(TriggerError, match="mask"):
         save_inverted(path, torch.full((4, 4), 2.0), torch.rand(3, 4, 4))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["patch", "blend", "warp"])
+def test_each_estimate_kind_round_trips_through_save_estimate_to_its_own_class(
+    tmp_path: Path, kind: str
+) -> None:
+    gen = torch.Generator().manual_seed(4)
+    kinds: dict[str, Estimate] = {
+        "patch": InvertedTrigger(
+            "in-memory", torch.rand((8, 8), generator=gen), torch.rand((3, 8, 8), generator=gen)
+        ),
+        "blend": AdditiveTrigger("in-memory", torch.rand((1, 8, 8), generator=gen) * 2 - 1),
+        "warp": FlowTrigger("in-memory", torch.randn((2, 8, 8), generator=gen) * 3),
+    }
+    trigger = kinds[kind]
+    path = tmp_path / "run" / f"trigger-{kind}.safetensors"
+    save_estimate(path, trigger)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+    loaded = parse_trigger(f"inverted:file={path}")
+    assert type(loaded) is type(trigger)
+    assert loaded.spec == f"inverted:file={path}"
+    for name in ("mask", "pattern", "delta", "flow"):
+        if hasattr(trigger, name):
+            assert torch.equal(getattr(loaded, name), getattr(trigger, name)), name
+    images = batch(h=8, w=8)
+    assert torch.equal(loaded.apply(images), trigger.apply(images))
+
+
+def test_an_additive_estimate_adds_its_delta_and_clamps() -> None:
+    delta = torch.linspace(-1, 1, 3 * 8 * 8).view(3, 8, 8)
+    images = batch(h=8, w=8)
+    out = AdditiveTrigger("in-memory", delta).apply(images)
+    assert torch.allclose(out, (images + delta).clamp(0, 1), atol=1e-7)
+    grey = AdditiveTrigger("in-memory", torch.full((3, 8, 8), 0.1)).apply(batch(c=1, h=8, w=8))
+    assert grey.shape == (4, 1, 8, 8)
+
+
+def test_load_estimate_reads_a_path_that_a_spec_cannot_hold(tmp_path: Path) -> None:
+    (path,) = estimate_files(tmp_path / "run,2")[:1]
+    with pytest.raises(TriggerError):
+        parse_trigger(f"inverted:file={path}")  # the comma ends the spec's value
+    loaded = load_estimate(path)
+    assert isinstance(loaded, AdditiveTrigger)
+    assert loaded.file == str(path)
+    with pytest.raises(TriggerError, match="cannot read"):
+        load_estimate(tmp_path / "missing.safetensors")
+
+
+def test_a_flow_estimate_samples_each_pixel_from_its_displaced_place() -> None:
+    ramp = torch.linspace(0, 1, 16).expand(1, 1, 16, 16).contiguous()
+    still = FlowTrigger("in-memory", torch.zeros(2, 16, 16)).apply(ramp)
+    assert torch.allclose(still, ramp, atol=1e-6)
+    flow = torch.zeros(2, 8, 8)
+    flow[0] = 1.0  # one pixel along x at 8 px is two pixels at 16 px
+    shifted = FlowTrigger("in-memory", flow).apply(ramp)
+    assert torch.allclose(shifted[..., :14], ramp[..., 2:], atol=1e-5)
+    assert torch.allclose(shifted[..., 14:], ramp[..., 15:].expand(1, 1, 16, 2), atol=1e-5)
+    two_pixels = torch.zeros(1, 2, 16, 16)
+    two_pixels[:, 0] = 2.0
+    assert torch.allclose(shifted, warp_by(ramp, two_pixels), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "names"),
+    [
+        ({"delta": torch.ones(3, 4, 4, dtype=torch.int32)}, ["delta", "int32"]),
+        ({"delta": torch.full((3, 4, 4), 1.5)}, ["delta", "[-1, 1]"]),
+        ({"delta": torch.full((3, 4, 4), math.nan)}, ["delta", "[-1, 1]"]),
+        ({"delta": torch.zeros(2, 4, 4)}, ["delta", "C = 1 or 3", "(2, 4, 4)"]),
+        ({"delta": torch.zeros(4, 4)}, ["delta", "(4, 4)"]),
+        ({"flow": torch.zeros(2, 4, 4, dtype=torch.int64)}, ["flow", "int64"]),
+        ({"flow": torch.full((2, 4, 4), math.inf)}, ["flow", "finite"]),
+        ({"flow": torch.zeros(3, 4, 4)}, ["flow", "(2, H, W)", "(3, 4, 4)"]),
+        ({"flow": torch.zeros(2, 4)}, ["flow", "(2, 4)"]),
+        ({"delta": torch.zeros(3, 4, 4), "flow": torch.zeros(2, 4, 4)}, ["delta, flow"]),
+        ({"mask": torch.rand(4, 4), "pattern": torch.rand(3, 4, 4), "extra": torch.zeros(1)},
+         ["mask+pattern, delta or flow", "extra, mask, pattern"]),
+        ({"weights": torch.zeros(1)}, ["mask+pattern, delta or flow", "holds weights"]),
+    ],
+)  # fmt: skip
+def test_bad_estimate_files_raise_one_line_trigger_error(
+    tmp_path: Path, tensors: dict[str, torch.Tensor], names: list[str]
+) -> None:
+    path = _write_raw(tmp_path, tensors)
+    with pytest.raises(TriggerError) as caught:
+        parse_trigger(f"inverted:file={path}")
+    assert "\n" not in str(caught.value)
+    for name in names:
+        assert name in str(caught.value)
+
+
+def test_save_estimate_refuses_a_spec_family_which_has_no_tensors(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="not a detector estimate"):
+        save_estimate(tmp_path / "t.safetensors", parse_trigger("patch"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("trigger", "name"),
+    [
+        (AdditiveTrigger("in-memory", torch.full((3, 4, 4), -1.5)), "delta"),
+        (AdditiveTrigger("in-memory", torch.zeros(5, 4, 4)), "delta"),
+        (FlowTrigger("in-memory", torch.full((2, 4, 4), math.nan)), "flow"),
+        (FlowTrigger("in-memory", torch.zeros(1, 4, 4)), "flow"),
+        (InvertedTrigger("in-memory", torch.rand(4, 4), torch.rand(3, 5, 5)), "differ"),
+    ],
+)
+def test_save_estimate_refuses_bad_tensors_and_writes_nothing(
+    tmp_path: Path, trigger: Estimate, name: str
+) -> None:
+    with pytest.raises(TriggerError, match=name):
+        save_estimate(tmp_path / "t.safetensors", trigger)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,352 @@
+"""The optimizer behind invert.py: many candidate triggers of one shape, optimized in one batch.
+
+Owns the three parametrizations (patch, blend, warp), each projected onto its budget at every
+step; the screen (every candidate, a few images per step, a few steps) and the refinement (the
+survivors, more images, more steps, early stop); the held-out score; and the pass counter that
+enforces the time budget. Must not decide verdicts (invert.py) or touch files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from hubscan.errors import BudgetExhausted
+from hubscan.model import ClipHandle
+from hubscan.policy import DetectionPolicy
+from hubscan.triggers import AdditiveTrigger, FlowTrigger, InvertedTrigger, Trigger, warp_by
+
+COLLAPSE = -1  # the label-free candidate's target: pull the stamped embeddings together
+# Adam's step on each shape's unconstrained parameters. The patch mask must gather its mass
+# from a uniform start onto a few pixels within a few dozen steps, hence the larger step.
+_LRS = {"patch": 0.5, "blend": 0.1, "warp": 0.1}
+_WARP_GRID = 5  # control points per side of the flow field: smooth, like WaNet's
+
+
+@dataclass(slots=True)
+class Counter:
+    """Image passes spent; raises BudgetExhausted past the deadline (a time.perf_counter())."""
+
+    deadline: float
+    passes: int = 0  # forward + backward, one per image
+    forwards: int = 0  # forward only
+
+    def spend(self, images: int, *, backward: bool) -> None:
+        if backward:
+            self.passes += images
+        else:
+            self.forwards += images
+        if time.perf_counter() > self.deadline:
+            raise BudgetExhausted(
+                f"trigger inversion ran out of time after {self.passes} image passes "
+                "(raise detection.max_seconds or lower the steps)"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidates:
+    """The model, its head, the counter and the progress tick shared by every family's search."""
+
+    clip: ClipHandle
+    head: torch.Tensor  # (K, D) normalized class embeddings
+    counter: Counter
+    tick: Callable[[int], None] | None = None
+
+
+class _Shape(Protocol):
+    def params(
+        self, k: int, c: int, h: int, w: int, gen: torch.Generator
+    ) -> list[torch.Tensor]: ...
+    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor: ...
+    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Patch:
+    """x' = (1 - m) x + m p, with mean(m) <= area (m is scaled down when it grows larger)."""
+
+    area: float
+
+    def params(self, k: int, c: int, h: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
+        mask = torch.randn((k, 1, h, w), generator=gen) * 0.5 - 2.0
+        return [mask, torch.randn((k, c, h, w), generator=gen)]
+
+    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
+        m = torch.sigmoid(logits)
+        return m * (self.area / m.mean(dim=(1, 2, 3), keepdim=True)).clamp(max=1.0)
+
+    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        m, p = self._mask(params[0])[:, None], torch.sigmoid(params[1])[:, None]
+        return ((1 - m) * x[None] + m * p).flatten(0, 1)
+
+    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
+        mask = self._mask(params[0][i : i + 1])[0, 0].detach()
+        return InvertedTrigger("in-memory", mask, torch.sigmoid(params[1][i]).detach())
+
+
+@dataclass(frozen=True, slots=True)
+class _Blend:
+    """x' = x + delta with |delta| <= linf everywhere: blended and sinusoid triggers fit inside."""
+
+    linf: float
+
+    def params(self, k: int, c: int, h: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
+        return [torch.randn((k, c, h, w), generator=gen) * 0.01]
+
+    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        delta = self.linf * torch.tanh(params[0])
+        return (x[None] + delta[:, None]).clamp(0, 1).flatten(0, 1)
+
+    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
+        return AdditiveTrigger("in-memory", (self.linf * torch.tanh(params[0][i])).detach())
+
+
+@dataclass(frozen=True, slots=True)
+class _Warp:
+    """A smooth flow field (bicubic from a coarse grid), mean displacement <= pixels."""
+
+    pixels: float
+
+    def params(self, k: int, c: int, h: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
+        return [torch.randn((k, 2, _WARP_GRID, _WARP_GRID), generator=gen) * 0.1]
+
+    def _flow(self, coarse: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        up = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+        mean = up.abs().mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
+        return up * (self.pixels / mean).clamp(max=1.0)  # (k, 2, h, w) in pixels
+
+    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        k, (n, c, h, w) = params[0].shape[0], x.shape
+        flow = self._flow(params[0], h, w).repeat_interleave(n, dim=0)
+        return warp_by(x[None].expand(k, n, c, h, w).flatten(0, 1), flow)
+
+    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
+        return FlowTrigger("in-memory", self._flow(params[0][i : i + 1], h, w)[0].detach())
+
+
+def shape_of(family: str, policy: DetectionPolicy) -> _Shape:
+    if family == "patch":
+        return _Patch(policy.patch_area)
+    if family == "blend":
+        return _Blend(policy.blend_linf)
+    return _Warp(policy.warp_pixels)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FamilyResult:
+    family: str
+    best_target: int  # class index
+    best_share: float  # held-out share of probes sent to best_target
+    screen: torch.Tensor  # (K,) mean target probability of every class in the screen
+    trigger: Trigger
+
+
+def rounds(k: int, policy: DetectionPolicy) -> int:
+    """Screening rounds for k classes (+ the collapse candidate): halve until `keep` are left."""
+    alive, n = k + 1, 0
+    while alive > policy.keep:
+        alive, n = max(policy.keep, -(-alive // 2)), n + 1
+    return n
+
+
+def planned_steps(k: int, policy: DetectionPolicy) -> int:
+    """Optimization steps one family takes at most (for a progress bar's total)."""
+    return rounds(k, policy) * policy.screen_steps + policy.steps
+
+
+def search_family(
+    cands: Candidates,
+    family: str,
+    optimize: torch.Tensor,
+    holdout: torch.Tensor,
+    *,
+    policy: DetectionPolicy,
+    generator: torch.Generator,
+) -> FamilyResult:
+    """Screen every class (and the collapse candidate) in halving rounds, refine the survivors,
+    and score them on held-out probes."""
+    shape = shape_of(family, policy)
+    k = cands.head.shape[0]
+    _, c, h, w = optimize.shape
+    clean = _predict(cands, optimize)
+    targets = torch.cat((torch.arange(k), torch.tensor([COLLAPSE])))
+    params = shape.params(k + 1, c, h, w, generator)
+    first: torch.Tensor | None = None
+    planned = rounds(k, policy)
+    for done in range(1, planned + 1):
+        params, success, hit = _screen(
+            cands, shape, family, params, optimize, targets, clean, policy, generator
+        )
+        first = success[:k] if first is None else first
+        keep = policy.keep if hit else max(policy.keep, -(-len(targets) // 2))
+        rows = success.topk(min(keep, len(targets))).indices
+        params, targets = [p[rows] for p in params], targets[rows]
+        if hit:  # one candidate already sends its images home: no need to screen further
+            _tick(cands, (planned - done) * policy.screen_steps)
+            break
+    params = [p.clone().requires_grad_() for p in params]
+    _refine(
+        cands,
+        shape,
+        params,
+        torch.optim.Adam(params, lr=_LRS[family]),
+        optimize,
+        targets,
+        policy,
+        clean,
+    )
+    shares, reached = _held_out(cands, shape, params, holdout, targets)
+    best = int(shares.argmax())
+    return FamilyResult(
+        family=family,
+        best_target=int(reached[best]),
+        best_share=float(shares[best]),
+        screen=first if first is not None else torch.zeros(k),
+        trigger=shape.trigger(params, best, h, w),
+    )
+
+
+def _screen(
+    cands: Candidates,
+    shape: _Shape,
+    family: str,
+    params: list[torch.Tensor],
+    optimize: torch.Tensor,
+    targets: torch.Tensor,
+    clean: torch.Tensor,
+    policy: DetectionPolicy,
+    generator: torch.Generator,
+) -> tuple[list[torch.Tensor], torch.Tensor, bool]:
+    """One round: every candidate, a few fresh images per step. Returns the parameters, each
+    candidate's mean success over the round's later half, and whether one has already won."""
+    params = [p.detach().clone().requires_grad_() for p in params]
+    opt = torch.optim.Adam(params, lr=_LRS[family])
+    success = torch.zeros(len(targets))
+    later = policy.screen_steps - policy.screen_steps // 2
+    for step in range(policy.screen_steps):
+        pick = torch.randint(len(optimize), (policy.screen_images,), generator=generator)
+        probs = _step(cands, shape, params, opt, optimize[pick], targets, clean=clean[pick])
+        _tick(cands)
+        if step >= policy.screen_steps // 2:  # the later half: where the candidates have moved
+            success += probs / later
+        if float(probs.max()) >= policy.success_share:
+            _tick(cands, policy.screen_steps - step - 1)
+            return [p.detach() for p in params], probs, True
+    return [p.detach() for p in params], success, False
+
+
+def _tick(cands: Candidates, steps: int = 1) -> None:
+    if cands.tick is not None and steps > 0:
+        cands.tick(steps)
+
+
+def _refine(
+    cands: Candidates,
+    shape: _Shape,
+    params: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    policy: DetectionPolicy,
+    clean: torch.Tensor,
+) -> int:
+    """Optimize the survivors on every optimization image; stop early once one candidate sends
+    nearly all of them to its class for a few steps in a row (a backdoor is that easy)."""
+    streak = 0
+    for step in range(policy.steps):
+        share = _step(cands, shape, params, opt, images, targets, clean=clean, hard=True)
+        _tick(cands)
+        streak = streak + 1 if float(share.max()) >= policy.success_share else 0
+        if streak >= 3:
+            _tick(cands, policy.steps - step - 1)
+            return step + 1
+    return policy.steps
+
+
+def _step(
+    cands: Candidates,
+    shape: _Shape,
+    params: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    clean: torch.Tensor,
+    hard: bool = False,
+) -> torch.Tensor:
+    """One Adam step for every candidate; returns each candidate's success on this batch: the
+    mean target probability, or (hard) the share of images sent to its target (for the collapse
+    candidate: to its most common class)."""
+    n, k = len(images), len(targets)
+    stamped = shape.stamp(images.to(cands.clip.device), params)
+    emb = F.normalize(cands.clip.model.encode_image(cands.clip.prepare(stamped)).float(), dim=-1)
+    logits = (cands.clip.model.logit_scale.exp().detach() * emb @ cands.head.T).view(k, n, -1)
+    targeted = targets != COLLAPSE
+    loss = torch.zeros((), device=emb.device)
+    if bool(targeted.any()):
+        t = targets[targeted].to(emb.device)
+        chosen = logits[targeted]
+        loss = (
+            loss
+            + F.cross_entropy(chosen.flatten(0, 1), t.repeat_interleave(n), reduction="sum") / n
+        )
+    if not bool(targeted.all()):
+        loss = loss + _collapse_loss(emb.view(k, n, -1)[~targeted])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    cands.counter.spend(k * n, backward=True)
+    with torch.no_grad():
+        preds = logits.argmax(dim=-1).cpu()  # (k, n)
+        goal = torch.where(targets == COLLAPSE, preds.mode(dim=1).values, targets)
+        # Only images the model did not already put in the goal class count: otherwise classes
+        # that many clean images resemble (shirt, t-shirt) would look easy to reach.
+        moved = (clean[None] != goal[:, None]).float()
+        if hard:
+            hit = (preds == goal[:, None]).float()
+        else:
+            hit = logits.softmax(dim=-1).cpu().gather(2, goal.view(k, 1, 1).expand(k, n, 1))[..., 0]
+        share: torch.Tensor = (hit * moved).sum(dim=1) / moved.sum(dim=1).clamp(min=1)
+        return share
+
+
+def _predict(cands: Candidates, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        preds = (cands.clip.encode_images(images) @ cands.head.T).argmax(dim=1).cpu()
+    cands.counter.spend(len(images), backward=False)
+    return preds
+
+
+def _collapse_loss(emb: torch.Tensor) -> torch.Tensor:
+    """DECREE's objective: 1 - mean cosine of each stamped embedding to their mean direction."""
+    centre = F.normalize(emb.mean(dim=1, keepdim=True), dim=-1)
+    return (1 - (emb * centre).sum(dim=-1)).mean(dim=1).sum()
+
+
+def _held_out(
+    cands: Candidates,
+    shape: _Shape,
+    params: list[torch.Tensor],
+    holdout: torch.Tensor,
+    targets: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each candidate's share of held-out probes sent to its class, counting only probes the
+    model did not already put there; and the class (for the collapse candidate: its majority)."""
+    clip, head = cands.clip, cands.head
+    clean = _predict(cands, holdout)
+    with torch.no_grad():
+        stamped = shape.stamp(holdout.to(clip.device), params)
+        preds = (clip.encode_images(stamped) @ head.T).argmax(dim=1).cpu().view(len(targets), -1)
+    cands.counter.spend(len(holdout) * len(targets), backward=False)
+    reached = torch.where(targets == COLLAPSE, preds.mode(dim=1).values, targets)
+    shares = torch.zeros(len(targets))
+    for i, t in enumerate(reached.tolist()):
+        keep = clean != t
+        if bool(keep.any()):
+            shares[i] = (preds[i][keep] == t).float().mean()
+    return shares, reached
