@@ -392,6 +392,75 @@ def bench_zoo(
     _run(lambda: bench.zoo_summary(zoo=zoo, out=out, command=command), debug=False)
 
 
+@bench_app.command("detection")
+def bench_detection(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    labels: Annotated[
+        str | None, typer.Option(help="label set for every audit; omit for label-free")
+    ] = "fashion-mnist",
+    label_free: Annotated[bool, typer.Option(help="audit without a label set")] = False,
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where detection.md and .json go")] = Path("benchmarks"),
+) -> None:
+    """Audit every model of a zoo: TPR/FPR/AUROC, target identification, times, calibration."""
+    from hubscan import bench_detection
+
+    def body() -> int:
+        chosen = None if label_free else labels
+        command = f"hubscan bench detection --zoo {zoo}" + (" --label-free" if label_free else "")
+        with _progress_bars() as bars:
+            tick = bars("audits", _zoo_size(zoo))
+            result = bench_detection.run_detection_bench(
+                zoo=zoo,
+                out=out,
+                policy=load_policy(policy),
+                labels=chosen,
+                command=command,
+                tick=lambda name: tick(1),
+            )
+        s = result["summary"]
+        sys.stdout.write(
+            f"TPR {s['all']['tpr']:.0%} · FPR {s['fpr']:.0%} · AUROC {s['all']['auroc']}\n"
+        )
+        return ExitCode.OK
+
+    _run(body, debug=False)
+
+
+@bench_app.command("perf")
+def bench_perf(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    model: Annotated[str, typer.Option(help="the zoo model to audit")] = "patch-white-br-bag",
+    vit: Annotated[bool, typer.Option(help="also audit ViT-B-32 at 224 px (minutes)")] = True,
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where perf.md and .json go")] = Path("benchmarks"),
+) -> None:
+    """Detection cost: hubscan vs per-class Neural Cleanse (100 classes), and ViT-B-32 timing."""
+    from hubscan import bench_perf
+
+    def body() -> int:
+        command = f"hubscan bench perf --zoo {zoo} --model {model}" + ("" if vit else " --no-vit")
+        result = bench_perf.run_perf_bench(
+            zoo=zoo, model=model, out=out, policy=load_policy(policy), command=command, vit=vit
+        )
+        sys.stdout.write(
+            f"hubscan {result['hubscan_detector']['passes']:,} passes vs Neural Cleanse "
+            f"{result['neural_cleanse']['passes']:,} ({result['pass_ratio']}x)\n"
+        )
+        return ExitCode.OK
+
+    _run(body, debug=False)
+
+
+def _zoo_size(zoo: Path) -> int:
+    try:
+        return sum(
+            m["kind"] != "base" for m in json.loads((zoo / "manifest.json").read_text())["models"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def version_callback(value: bool) -> None:
     if value:
         sys.stdout.write(f"hubscan {__version__}\n")

@@ -1,0 +1,133 @@
+"""The inversion machinery on a tiny random open_clip model: budgets, pruning, counting, early
+stops. Whether it finds real backdoors is tested on the zoo (integration/test_cli_audit.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+import torch
+
+from hubscan.errors import BudgetExhausted, ProbeError
+from hubscan.invert import detect
+from hubscan.model import ClipHandle, load_clip
+from hubscan.policy import DetectionPolicy, load_policy
+from hubscan.records import Verdict
+from hubscan.search import (
+    Candidates,
+    Counter,
+    planned_steps,
+    rounds,
+    search_family,
+    shape_of,
+)
+from hubscan.triggers import AdditiveTrigger, FlowTrigger, InvertedTrigger
+from tests.support.factories import write_open_clip_checkpoint
+
+CLASSES = ("cat", "dog", "car", "tree", "boat")
+TEMPLATES = ("a photo of a {}.",)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> ClipHandle:
+    return load_clip(write_open_clip_checkpoint(tmp_path_factory.mktemp("tiny")))
+
+
+def small(**changes: object) -> DetectionPolicy:
+    """The default policy's detection section, shrunk so a test runs in about a second."""
+    base = load_policy("default").detection
+    sizes = {"screen_steps": 2, "steps": 3, "probe_images": 4, "holdout_images": 8}
+    return dataclasses.replace(base, **(sizes | changes))  # type: ignore[arg-type]
+
+
+def probes(n: int = 16) -> torch.Tensor:
+    return torch.rand((n, 1, 16, 16), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize(("k", "keep", "expected"), [(10, 3, 2), (100, 3, 6), (2, 3, 0), (4, 2, 2)])
+def test_screening_halves_the_candidates_until_keep_are_left(
+    k: int, keep: int, expected: int
+) -> None:
+    assert rounds(k, small(keep=keep)) == expected
+
+
+def test_planned_steps_counts_every_round_and_the_refinement() -> None:
+    policy = small(screen_steps=5, steps=7, keep=3)
+    assert planned_steps(10, policy) == 2 * 5 + 7
+
+
+@pytest.mark.parametrize("family", ["patch", "blend", "warp"])
+def test_every_shape_stays_within_its_budget(family: str) -> None:
+    policy = small(patch_area=0.05, blend_linf=0.04, warp_pixels=0.5)
+    shape = shape_of(family, policy)
+    gen = torch.Generator().manual_seed(0)
+    params = [p * 40 for p in shape.params(3, 1, 16, 16, gen)]  # far outside any budget
+    x = torch.full((2, 1, 16, 16), 0.5)
+    out = shape.stamp(x, params)
+    assert out.shape == (6, 1, 16, 16)
+    estimate = shape.trigger(params, 1, 16, 16)
+    if isinstance(estimate, InvertedTrigger):
+        assert float(estimate.mask.mean()) <= 0.05 + 1e-6
+    elif isinstance(estimate, AdditiveTrigger):
+        assert float(estimate.delta.abs().max()) <= 0.04 + 1e-6
+    else:
+        assert isinstance(estimate, FlowTrigger)
+        assert float(estimate.flow.abs().mean()) <= 0.5 + 1e-6
+    # The estimate reproduces what the search stamped (up to clamping)
+    torch.testing.assert_close(estimate.apply(x), out[2:4].clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_the_search_counts_its_passes_and_ticks_exactly_the_planned_steps(
+    clip: ClipHandle,
+) -> None:
+    policy = small()
+    ticks: list[int] = []
+    counter = Counter(deadline=time.perf_counter() + 600)
+    head = clip.zero_shot_head(CLASSES, TEMPLATES)
+    cands = Candidates(clip=clip, head=head, counter=counter, tick=ticks.append)
+    images = probes()
+    result = search_family(
+        cands, "patch", images[:4], images[4:12], policy=policy, generator=torch.Generator()
+    )
+    assert sum(ticks) == planned_steps(len(CLASSES), policy)
+    # 6 candidates x 4 images x 2 steps, then 3 x 4 x 2, then at most 3 x 4 x 3 refining
+    assert 48 + 24 < counter.passes <= 48 + 24 + 36
+    assert counter.forwards == 4 + 8 + 3 * 8  # clean predictions, then the held-out scoring
+    assert 0.0 <= result.best_share <= 1.0
+    assert result.screen.shape == (len(CLASSES),)
+
+
+def test_detect_reports_a_verdict_per_family_and_its_budget(clip: ClipHandle) -> None:
+    outcome = detect(
+        clip, probes(), classes=CLASSES, templates=TEMPLATES, labelled=True, policy=small()
+    )
+    d = outcome.detection
+    assert [f.family for f in d.families] == ["patch", "blend"]
+    assert set(outcome.estimates) == {"patch", "blend"}
+    assert d.verdict in (Verdict.PASS, Verdict.FAIL)
+    assert (d.verdict is Verdict.FAIL) == any(f.flagged for f in d.families)
+    assert all(f.flagged == (f.score >= f.threshold) for f in d.families)
+    assert d.suspected_target in CLASSES
+    assert d.budget.passes > 0 and d.budget.seconds > 0
+
+
+def test_the_same_seed_gives_the_same_scores(clip: ClipHandle) -> None:
+    def scores() -> list[float]:
+        outcome = detect(
+            clip, probes(), classes=CLASSES, templates=TEMPLATES, labelled=True, policy=small()
+        )
+        return [f.score for f in outcome.detection.families]
+
+    assert scores() == scores()
+
+
+def test_too_few_probe_images_is_a_probe_error_naming_the_need(clip: ClipHandle) -> None:
+    with pytest.raises(ProbeError, match="detection needs 12"):
+        detect(clip, probes(5), classes=CLASSES, templates=TEMPLATES, labelled=True, policy=small())
+
+
+def test_running_past_the_deadline_raises_budget_exhausted() -> None:
+    counter = Counter(deadline=time.perf_counter() - 1)
+    with pytest.raises(BudgetExhausted, match="ran out of time after 8 image passes"):
+        counter.spend(8, backward=True)
