@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from hubscan.records import RunReport
 
-__all__ = ["__version__", "scan_model"]
+__all__ = ["__version__", "audit", "scan_model"]
 
 
 def scan_model(
@@ -28,3 +28,22 @@ def scan_model(
     from hubscan.policy import load_policy
 
     return pipeline.scan(ref, policy=load_policy(policy), offline=offline)
+
+
+def audit(
+    ref: str,
+    *,
+    labels: str | None = None,
+    probes: str = "default",
+    policy: str | Path = "default",
+    offline: bool | None = None,
+    seed: int = 0,
+) -> RunReport:
+    """Scan `ref`, load it and search it for a backdoor (`hubscan audit`); the report's
+    `detection` holds the verdict, the score of each trigger shape and the suspected target."""
+    from hubscan import pipeline
+    from hubscan.policy import load_policy
+
+    return pipeline.audit(
+        ref, policy=load_policy(policy), labels=labels, probes=probes, offline=offline, seed=seed
+    )
