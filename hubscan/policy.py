@@ -101,6 +101,7 @@ class DetectionPolicy:
     blend_linf: float
     warp_pixels: float
     screen_images: int
+    screen_batch: int
     screen_steps: int
     keep: int
     probe_images: int
@@ -347,6 +348,7 @@ SCHEMA: dict[str, Any] = {
         "blend_linf": _float(1e-4, 1.0),
         "warp_pixels": _float(1e-3, 64.0),
         "screen_images": _int(1, 10_000),
+        "screen_batch": _int(1, 1_000_000),
         "screen_steps": _int(2, 10_000),
         "keep": _int(1, 1_000),
         "probe_images": _int(1, 100_000),

@@ -227,9 +227,12 @@ def _screen(
     params = [p.detach().clone().requires_grad_() for p in params]
     opt = torch.optim.Adam(params, lr=_LRS[family])
     success = torch.zeros(len(targets))
+    # A step costs about the same whatever the number of candidates: with many (a large label
+    # set) each sees fewer images, down to one, until halving has thinned them out.
+    per_candidate = max(1, min(policy.screen_images, policy.screen_batch // len(targets)))
     later = policy.screen_steps - policy.screen_steps // 2
     for step in range(policy.screen_steps):
-        pick = torch.randint(len(optimize), (policy.screen_images,), generator=generator)
+        pick = torch.randint(len(optimize), (per_candidate,), generator=generator)
         probs = _step(cands, shape, params, opt, optimize[pick], targets, clean=clean[pick])
         _tick(cands)
         if step >= policy.screen_steps // 2:  # the later half: where the candidates have moved
