@@ -153,12 +153,11 @@ def _nc_one_class(
         emb = F.normalize(clip.model.encode_image(clip.prepare(stamped)).float(), dim=-1)
         logits = scale * emb @ head.T
         loss = F.cross_entropy(logits, goal) + lam * m.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
+        mask.grad, pattern.grad = torch.autograd.grad(loss, [mask, pattern])
         opt.step()
         success = float((logits.argmax(dim=1) == goal).float().mean())
         if success >= 0.9:  # NC keeps the smallest mask that still works, then shrinks it
-            best = min(best, float(m.mean()))
+            best = min(best, float(m.detach().mean()))
             lam *= 1.5
         else:
             lam /= 1.5

@@ -300,8 +300,10 @@ def _step(
         )
     if not bool(targeted.all()):
         loss = loss + _collapse_loss(emb.view(k, n, -1)[~targeted])
-    opt.zero_grad(set_to_none=True)
-    loss.backward()  # type: ignore[no-untyped-call]
+    # Gradients for the trigger parameters only: the model's weights need none, and computing
+    # them would roughly double the cost of a backward pass on a large image tower.
+    for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
+        param.grad = grad
     opt.step()
     cands.counter.spend(k * n, backward=True)
     with torch.no_grad():
