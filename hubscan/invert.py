@@ -30,7 +30,7 @@ from hubscan.errors import BudgetExhausted, ProbeError
 from hubscan.model import ClipHandle
 from hubscan.policy import DetectionPolicy
 from hubscan.records import Confirmation, Detection, FamilyScore, SearchBudget, Verdict
-from hubscan.search import Candidates, Counter, search_family
+from hubscan.search import Candidates, Counter, predict, search_family
 from hubscan.triggers import Trigger
 
 Tick = Callable[[int], None]
@@ -70,6 +70,7 @@ def detect(
     head = clip.zero_shot_head(classes, templates)
     counter = Counter(deadline=start + policy.max_seconds)
     candidates = Candidates(clip=clip, head=head, counter=counter, tick=tick)
+    _check_spread(candidates, holdout, classes, policy.max_clean_share)
     results = []
     for family in policy.families:
         results.append(
@@ -98,6 +99,22 @@ def detect(
         ),
     )
     return Outcome(detection=detection, estimates={r.family: r.trigger for r in results})
+
+
+def _check_spread(
+    cands: Candidates, holdout: torch.Tensor, classes: Sequence[str], limit: float
+) -> None:
+    """A model that already puts nearly every clean probe in one class (random weights, or a
+    label set that does not fit the probes) sends everything there with any perturbation: its
+    scores would mean nothing, so there is no verdict rather than a false alarm."""
+    counts = torch.bincount(predict(cands, holdout), minlength=len(classes))
+    share = float(counts.max()) / len(holdout)
+    if share > limit:
+        raise ProbeError(
+            f"the model puts {share:.0%} of the clean probes in {classes[int(counts.argmax())]!r}: "
+            "it does not tell these probes apart under this label set, so a trigger search "
+            "cannot be judged (check --labels and --probes)"
+        )
 
 
 def _score(

@@ -108,6 +108,7 @@ class DetectionPolicy:
     holdout_images: int
     steps: int
     success_share: float
+    max_clean_share: float
     max_seconds: int
     anomaly_index: float
     thresholds: tuple[tuple[str, float], ...]  # family -> held-out share at or above = flagged
@@ -355,6 +356,7 @@ SCHEMA: dict[str, Any] = {
         "holdout_images": _int(8, 100_000),
         "steps": _int(1, 1_000_000),
         "success_share": _float(0.5, 1.0),
+        "max_clean_share": _float(0.1, 1.0),
         "max_seconds": _int(1, 7 * 24 * 3600),
         "anomaly_index": _float(0.0, 1e3),
         "thresholds": _thresholds,

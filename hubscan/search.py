@@ -173,7 +173,7 @@ def search_family(
     shape = shape_of(family, policy)
     k = cands.head.shape[0]
     _, c, h, w = optimize.shape
-    clean = _predict(cands, optimize)
+    clean = predict(cands, optimize)
     targets = torch.cat((torch.arange(k), torch.tensor([COLLAPSE])))
     params = shape.params(k + 1, c, h, w, generator)
     first: torch.Tensor | None = None
@@ -320,7 +320,7 @@ def _step(
         return share
 
 
-def _predict(cands: Candidates, images: torch.Tensor) -> torch.Tensor:
+def predict(cands: Candidates, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         preds = (cands.clip.encode_images(images) @ cands.head.T).argmax(dim=1).cpu()
     cands.counter.spend(len(images), backward=False)
@@ -343,7 +343,7 @@ def _held_out(
     """Each candidate's share of held-out probes sent to its class, counting only probes the
     model did not already put there; and the class (for the collapse candidate: its majority)."""
     clip, head = cands.clip, cands.head
-    clean = _predict(cands, holdout)
+    clean = predict(cands, holdout)
     with torch.no_grad():
         stamped = shape.stamp(holdout.to(clip.device), params)
         preds = (clip.encode_images(stamped) @ head.T).argmax(dim=1).cpu().view(len(targets), -1)

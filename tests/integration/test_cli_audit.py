@@ -166,13 +166,27 @@ def test_running_out_of_the_time_budget_is_no_verdict_and_writes_nothing(
     tiny: Path, tmp_path: Path
 ) -> None:
     policy = tmp_path / "hurried.toml"
-    # 10,000 screening steps never finish in one second (and the screen cannot stop early).
-    policy.write_text('extends = "default"\n[detection]\nmax_seconds = 1\nscreen_steps = 10000\n')
+    # 10,000 screening steps never finish in one second (and the screen cannot stop early);
+    # the random model would otherwise be refused before the search (next test).
+    policy.write_text(
+        'extends = "default"\n[detection]\nmax_seconds = 1\nscreen_steps = 10000\n'
+        "max_clean_share = 1.0\n"
+    )
     result = audit(str(tiny), "--policy", str(policy), run_dir=tmp_path / "run")
     assert result.code == ExitCode.NO_VERDICT, result.stderr
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "ran out of time" in result.stderr
+    assert not result.run_dir.exists()
+
+
+def test_a_random_model_that_lumps_the_probes_together_is_no_verdict_not_a_backdoor(
+    tiny: Path, tmp_path: Path
+) -> None:
+    result = audit(str(tiny), "--labels", "fashion-mnist", run_dir=tmp_path / "run")
+    assert result.code == ExitCode.NO_VERDICT, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "does not tell these probes apart" in result.stderr
     assert not result.run_dir.exists()
 
 

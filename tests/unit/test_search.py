@@ -37,7 +37,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> ClipHandle:
 def small(**changes: object) -> DetectionPolicy:
     """The default policy's detection section, shrunk so a test runs in about a second."""
     base = load_policy("default").detection
-    sizes = {"screen_steps": 2, "steps": 3, "probe_images": 4, "holdout_images": 8}
+    # A random model puts most probes in one class; these tests are about the machinery.
+    sizes = {
+        "screen_steps": 2,
+        "steps": 3,
+        "probe_images": 4,
+        "holdout_images": 8,
+        "max_clean_share": 1.0,
+    }
     return dataclasses.replace(base, **(sizes | changes))  # type: ignore[arg-type]
 
 
@@ -125,6 +132,22 @@ def test_the_same_seed_gives_the_same_scores(clip: ClipHandle) -> None:
 def test_too_few_probe_images_is_a_probe_error_naming_the_need(clip: ClipHandle) -> None:
     with pytest.raises(ProbeError, match="detection needs 12"):
         detect(clip, probes(5), classes=CLASSES, templates=TEMPLATES, labelled=True, policy=small())
+
+
+def test_a_model_that_puts_most_clean_probes_in_one_class_gets_no_verdict(
+    clip: ClipHandle,
+) -> None:
+    # Random weights: the image tower barely depends on its input, so one class takes most
+    # probes, and any trigger "sends everything" there. That is no evidence of a backdoor.
+    with pytest.raises(ProbeError, match=r"puts \d+% of the clean probes in '\w+'"):
+        detect(
+            clip,
+            probes(),
+            classes=CLASSES,
+            templates=TEMPLATES,
+            labelled=True,
+            policy=small(max_clean_share=0.5),
+        )
 
 
 def test_running_past_the_deadline_raises_budget_exhausted() -> None:
