@@ -29,11 +29,14 @@ from hubscan.policy import Policy, load_policy, with_fail_on
 from hubscan.records import RunReport, Severity, Verdict
 
 EXIT_CODES = """\
-Exit codes: 0 finished, nothing at or above fail_on and no backdoor found · 1 the gate fails
-(findings at or above fail_on, loading refused, or a backdoor suspected) · 2 usage error · 3 no
-verdict (bad policy, repo, revision, auth, unreadable input, no weights scanned, too few probe
-images, detection out of time) · 4 a patch did not pass verification · 5 internal error (rerun
-with --debug)."""
+Exit codes:
+0 finished: nothing at or above fail_on, no backdoor found ·
+1 the gate fails: findings at/above fail_on, loading refused, backdoor suspected ·
+2 usage error ·
+3 no verdict: bad policy, repo, revision, auth or input; no weights scanned;
+too few probe images; detection out of time or unable to judge the model ·
+4 a patch did not pass verification ·
+5 internal error (rerun with --debug)."""
 
 app = typer.Typer(
     name="hubscan",
