@@ -257,7 +257,7 @@ def _refine(
     targets: torch.Tensor,
     policy: DetectionPolicy,
     clean: torch.Tensor,
-) -> int:
+) -> None:
     """Optimize the survivors on every optimization image; stop early once one candidate sends
     nearly all of them to its class for a few steps in a row (a backdoor is that easy)."""
     streak = 0
@@ -267,8 +267,7 @@ def _refine(
         streak = streak + 1 if float(share.max()) >= policy.success_share else 0
         if streak >= 3:
             _tick(cands, policy.steps - step - 1)
-            return step + 1
-    return policy.steps
+            return
 
 
 def _step(
