@@ -111,6 +111,20 @@ def test_the_run_dir_holds_the_report_and_a_loadable_trigger_per_family(
 
 
 @pytest.mark.slow
+def test_a_blend_backdoored_model_is_flagged_by_the_global_search(
+    quick_zoo: Path, tmp_path: Path
+) -> None:
+    result = audit(
+        str(quick_zoo / "blend-noise-coat"), "--labels", "fashion-mnist", run_dir=tmp_path / "r"
+    )
+    assert result.code == ExitCode.FINDINGS, result.stderr
+    detection = result.report["detection"]
+    assert detection["suspected_target"] == "coat"
+    blend = next(f for f in detection["families"] if f["family"] == "blend")
+    assert blend["flagged"] and blend["target"] == "coat"
+
+
+@pytest.mark.slow
 def test_a_clean_model_passes_with_a_human_report(clean: Audit) -> None:
     assert clean.code == ExitCode.OK, clean.stdout + clean.stderr
     assert clean.report["detection"]["verdict"] == "pass"
@@ -126,8 +140,8 @@ def test_without_labels_the_audit_decides_over_the_vocabulary_and_names_a_concep
     label_free: Audit,
 ) -> None:
     detection = label_free.report["detection"]
-    expected = {"fail": ExitCode.FINDINGS, "pass": ExitCode.OK}[label_free.report["verdict"]]
-    assert label_free.code == expected, label_free.stderr
+    assert label_free.code == ExitCode.FINDINGS, label_free.stderr
+    assert detection["suspected_target"] == "bag"  # the vocabulary's word for the true target
     vocabulary = load_policy("default").detection.vocabulary
     assert detection["labels_given"] is False
     assert detection["n_classes"] == len(vocabulary)
