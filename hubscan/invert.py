@@ -7,12 +7,12 @@ additive perturbation of L-inf at most `blend_linf`: it covers blended and sinus
 and `warp` (a smooth flow field of mean displacement at most `warp_pixels`). Candidates are every
 class of the head (the label set, or the policy's vocabulary without one) plus one label-free
 "collapse" candidate per shape (DECREE: pull the stamped embeddings together). All candidates of
-all shapes are optimized together in one batch per step (search.py); a short screen with few
-images prunes them to the best `keep` per shape, which are refined on more images and scored on
-held-out probes they were never optimized on. A shape's score is the held-out share of probes
-sent to its best candidate's class; it is flagged above the policy's threshold, calibrated on
-clean zoo models. The label-aware confirmation is a Neural Cleanse anomaly index over the
-screen's per-class success.
+a shape are optimized together in one batch per step (search.py); screening rounds on a few
+images each keep the better half until `keep` are left, which are refined on more images and
+scored on held-out probes they were never optimized on. A shape's score is the held-out share
+of probes sent to its best candidate's class; it is flagged at the policy's threshold,
+calibrated on clean zoo models. The label-aware confirmation is a Neural Cleanse anomaly index
+over the screen's per-class success.
 
 Must not load models, read files or render output: it gets a ClipHandle and probe tensors and
 returns a Detection and the estimated trigger tensors; pipeline.py writes the artifacts.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hubscan.errors import BudgetExhausted, ProbeError
+from hubscan.errors import ProbeError
 from hubscan.model import ClipHandle
 from hubscan.policy import DetectionPolicy
 from hubscan.records import Confirmation, Detection, FamilyScore, SearchBudget, Verdict
@@ -153,4 +153,4 @@ def _anomaly(screen: torch.Tensor, target: int, classes: Sequence[str]) -> Confi
     )
 
 
-__all__ = ["BudgetExhausted", "Outcome", "detect"]
+__all__ = ["Outcome", "detect"]
