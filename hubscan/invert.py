@@ -79,11 +79,10 @@ def detect(
     scores = tuple(
         _score(r.family, r.best_target, r.best_share, r.screen, classes, policy) for r in results
     )
-    flagged = [s for s in scores if s.flagged]
-    best = max(flagged or scores, key=lambda s: s.score / s.threshold)
+    verdict, best = decide(scores)
     detection = Detection(
-        verdict=Verdict.FAIL if flagged else Verdict.PASS,
-        family=best.family if flagged else None,
+        verdict=verdict,
+        family=best.family if verdict is Verdict.FAIL else None,
         suspected_target=best.target,
         target_share=best.score,
         families=scores,
@@ -99,6 +98,14 @@ def detect(
         ),
     )
     return Outcome(detection=detection, estimates={r.family: r.trigger for r in results})
+
+
+def decide(scores: Sequence[FamilyScore]) -> tuple[Verdict, FamilyScore]:
+    """FAIL when any shape is flagged; the shape reported is the one furthest over (or, when
+    none is flagged, closest to) its threshold."""
+    flagged = [s for s in scores if s.flagged]
+    best = max(flagged or scores, key=lambda s: s.score / s.threshold)
+    return (Verdict.FAIL if flagged else Verdict.PASS), best
 
 
 def _check_spread(
@@ -153,4 +160,4 @@ def _anomaly(screen: torch.Tensor, target: int, classes: Sequence[str]) -> Confi
     )
 
 
-__all__ = ["Outcome", "detect"]
+__all__ = ["Outcome", "decide", "detect"]

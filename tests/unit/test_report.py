@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from hubscan import report
+from hubscan.invert import decide
 from hubscan.records import (
     Confirmation,
     Detection,
@@ -167,11 +168,10 @@ def family_score(family: str, score: float, target: str = "bag") -> FamilyScore:
 
 
 def audited(*scores: FamilyScore, labels_given: bool = True) -> RunReport:
-    flagged = [s for s in scores if s.flagged]
-    best = max(flagged or scores, key=lambda s: s.score / s.threshold)
+    verdict, best = decide(scores)
     detection = Detection(
-        verdict=Verdict.FAIL if flagged else Verdict.PASS,
-        family=best.family if flagged else None,
+        verdict=verdict,
+        family=best.family if verdict is Verdict.FAIL else None,
         suspected_target=best.target,
         target_share=best.score,
         families=scores,
@@ -190,7 +190,6 @@ def audited(*scores: FamilyScore, labels_given: bool = True) -> RunReport:
             for s in scores
         ),
     )
-    verdict = Verdict.FAIL if flagged else Verdict.PASS
     return replace(run_report(), verdict=verdict, detection=detection)
 
 

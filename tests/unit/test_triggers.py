@@ -404,9 +404,24 @@ def _write_raw(tmp_path: Path, tensors: dict[str, torch.Tensor]) -> Path:
         ({"mask": torch.rand(4, 4), "pattern": torch.rand(2, 4, 4)}, ["pattern", "C = 1 or 3"]),
         ({"mask": torch.rand(4, 4), "pattern": torch.rand(3, 5, 5)}, ["differ in H, W"]),
         ({"mask": torch.ones(4, 4, dtype=torch.uint8), "pattern": torch.rand(3, 4, 4)}, ["uint8"]),
+        ({"delta": torch.ones(3, 4, 4, dtype=torch.int32)}, ["delta", "int32"]),
+        ({"delta": torch.full((3, 4, 4), 1.5)}, ["delta", "[-1, 1]"]),
+        ({"delta": torch.full((3, 4, 4), math.nan)}, ["delta", "[-1, 1]"]),
+        ({"delta": torch.zeros(2, 4, 4)}, ["delta", "C = 1 or 3", "(2, 4, 4)"]),
+        ({"delta": torch.zeros(4, 4)}, ["delta", "(4, 4)"]),
+        ({"flow": torch.zeros(2, 4, 4, dtype=torch.int64)}, ["flow", "int64"]),
+        ({"flow": torch.full((2, 4, 4), math.inf)}, ["flow", "finite"]),
+        ({"flow": torch.zeros(3, 4, 4)}, ["flow", "(2, H, W)", "(3, 4, 4)"]),
+        ({"flow": torch.zeros(2, 4)}, ["flow", "(2, 4)"]),
+        ({"delta": torch.zeros(3, 4, 4), "flow": torch.zeros(2, 4, 4)}, ["delta, flow"]),
+        (
+            {"mask": torch.rand(4, 4), "pattern": torch.rand(3, 4, 4), "extra": torch.zeros(1)},
+            ["mask+pattern, delta or flow", "extra, mask, pattern"],
+        ),
+        ({"weights": torch.zeros(1)}, ["mask+pattern, delta or flow", "holds weights"]),
     ],
 )
-def test_bad_inverted_files_raise_trigger_error(
+def test_bad_estimate_files_raise_one_line_trigger_error(
     tmp_path: Path, tensors: dict[str, torch.Tensor], names: list[str]
 ) -> None:
     path = _write_raw(tmp_path, tensors)
@@ -489,35 +504,6 @@ def test_a_flow_estimate_samples_each_pixel_from_its_displaced_place() -> None:
     two_pixels = torch.zeros(1, 2, 16, 16)
     two_pixels[:, 0] = 2.0
     assert torch.allclose(shifted, warp_by(ramp, two_pixels), atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("tensors", "names"),
-    [
-        ({"delta": torch.ones(3, 4, 4, dtype=torch.int32)}, ["delta", "int32"]),
-        ({"delta": torch.full((3, 4, 4), 1.5)}, ["delta", "[-1, 1]"]),
-        ({"delta": torch.full((3, 4, 4), math.nan)}, ["delta", "[-1, 1]"]),
-        ({"delta": torch.zeros(2, 4, 4)}, ["delta", "C = 1 or 3", "(2, 4, 4)"]),
-        ({"delta": torch.zeros(4, 4)}, ["delta", "(4, 4)"]),
-        ({"flow": torch.zeros(2, 4, 4, dtype=torch.int64)}, ["flow", "int64"]),
-        ({"flow": torch.full((2, 4, 4), math.inf)}, ["flow", "finite"]),
-        ({"flow": torch.zeros(3, 4, 4)}, ["flow", "(2, H, W)", "(3, 4, 4)"]),
-        ({"flow": torch.zeros(2, 4)}, ["flow", "(2, 4)"]),
-        ({"delta": torch.zeros(3, 4, 4), "flow": torch.zeros(2, 4, 4)}, ["delta, flow"]),
-        ({"mask": torch.rand(4, 4), "pattern": torch.rand(3, 4, 4), "extra": torch.zeros(1)},
-         ["mask+pattern, delta or flow", "extra, mask, pattern"]),
-        ({"weights": torch.zeros(1)}, ["mask+pattern, delta or flow", "holds weights"]),
-    ],
-)  # fmt: skip
-def test_bad_estimate_files_raise_one_line_trigger_error(
-    tmp_path: Path, tensors: dict[str, torch.Tensor], names: list[str]
-) -> None:
-    path = _write_raw(tmp_path, tensors)
-    with pytest.raises(TriggerError) as caught:
-        parse_trigger(f"inverted:file={path}")
-    assert "\n" not in str(caught.value)
-    for name in names:
-        assert name in str(caught.value)
 
 
 def test_save_estimate_refuses_a_spec_family_which_has_no_tensors(tmp_path: Path) -> None:
