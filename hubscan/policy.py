@@ -1,7 +1,7 @@
 """Policies: TOML files in policies/ (bundled) or given by path -> a frozen, validated Policy.
 
-Owns parsing and validation. A policy is data, never code: read with tomllib, every key checked
-against the schema below; unknown keys, wrong types and out-of-range values are collected and
+Owns reading and building. A policy is data, never code: read with tomllib, every key checked
+against policy_schema.SCHEMA; unknown keys, wrong types and out-of-range values are collected and
 raised together as one PolicyError (exit 3). `extends = "NAME"` layers a policy over a bundled one.
 Must not import anything beyond the standard library and hubscan's foundation modules.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -19,36 +19,11 @@ from typing import Any, Literal
 
 from hubscan.codes import CODES
 from hubscan.errors import PolicyError
+from hubscan.policy_schema import SCHEMA, validate
 from hubscan.records import Severity
 
 GlobalTable = tuple[tuple[str, tuple[str, ...]], ...]  # (module, names); "*" = every name
 Rule = Literal["deny", "allow", "unknown"]
-FAMILIES = ("patch", "blend", "warp")  # the trigger shapes invert.py searches (METHOD.md §3)
-
-SAFETENSORS_DTYPES = frozenset(
-    {
-        "F64",
-        "F32",
-        "F16",
-        "BF16",
-        "F8_E4M3",
-        "F8_E5M2",
-        "F8_E8M0",
-        "F6_E2M3",
-        "F6_E3M2",
-        "F4",
-        "I64",
-        "I32",
-        "I16",
-        "I8",
-        "U64",
-        "U32",
-        "U16",
-        "U8",
-        "BOOL",
-        "C64",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,178 +191,9 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- validation --------------------------------------------------------------------------------
-
-Check = Callable[[Any, str, list[str]], Any]
-
-
-def _int(lo: int, hi: int) -> Check:
-    def check(value: Any, key: str, problems: list[str]) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            problems.append(f"{key}: expected an integer, got {type(value).__name__}")
-        elif not lo <= value <= hi:
-            problems.append(f"{key}: {value} is out of range [{lo}, {hi}]")
-        return value
-
-    return check
-
-
-def _float(lo: float, hi: float) -> Check:
-    def check(value: Any, key: str, problems: list[str]) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            problems.append(f"{key}: expected a number, got {type(value).__name__}")
-        elif not lo <= value <= hi:
-            problems.append(f"{key}: {value} is out of range [{lo}, {hi}]")
-        return float(value) if isinstance(value, int | float) else value
-
-    return check
-
-
-def _families(value: Any, key: str, problems: list[str]) -> Any:
-    names = _globs(value, key, problems)
-    unknown = sorted(set(names) - set(FAMILIES))
-    if unknown or not names:
-        problems.append(f"{key}: expected a non-empty list from {', '.join(FAMILIES)}")
-    return names
-
-
-def _thresholds(value: Any, key: str, problems: list[str]) -> Any:
-    if not isinstance(value, dict) or set(value) != set(FAMILIES):
-        problems.append(f"{key}: expected one number per family ({', '.join(FAMILIES)})")
-        return ()
-    return tuple(
-        (name, _float(0.01, 1.0)(value[name], f"{key}.{name}", problems)) for name in FAMILIES
-    )
-
-
-def _str(value: Any, key: str, problems: list[str]) -> Any:
-    if not isinstance(value, str) or not value:
-        problems.append(f"{key}: expected a non-empty string")
-    return value
-
-
-def _severity(value: Any, key: str, problems: list[str]) -> Any:
-    names = ", ".join(s.label for s in Severity)
-    if not isinstance(value, str) or value.upper() not in Severity.__members__:
-        problems.append(f"{key}: expected one of {names}, got {value!r}")
-        return Severity.CRITICAL
-    return Severity.parse(value)
-
-
-def _globs(value: Any, key: str, problems: list[str]) -> Any:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        problems.append(f"{key}: expected a list of glob strings")
-        return ()
-    return tuple(value)
-
-
-def _dtypes(value: Any, key: str, problems: list[str]) -> Any:
-    names = _globs(value, key, problems)
-    unknown = sorted(set(names) - SAFETENSORS_DTYPES)
-    if unknown:
-        problems.append(f"{key}: unknown safetensors dtypes {unknown}")
-    return frozenset(names)
-
-
-def _global_table(value: Any, key: str, problems: list[str]) -> Any:
-    if not isinstance(value, dict):
-        problems.append(f"{key}: expected a table of module = [names]")
-        return ()
-    rows = []
-    for module, names in value.items():
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            problems.append(f'{key}.{module}: expected a list of global names (or ["*"])')
-            continue
-        rows.append((module, tuple(names)))
-    return tuple(rows)
-
-
-def _overrides(value: Any, key: str, problems: list[str]) -> Any:
-    if not isinstance(value, dict):
-        problems.append(f"{key}: expected a table of CODE = severity")
-        return ()
-    rows = []
-    for code, level in value.items():
-        if code not in CODES:
-            problems.append(f"{key}.{code}: unknown finding code")
-            continue
-        rows.append((code, _severity(level, f"{key}.{code}", problems)))
-    return tuple(rows)
-
-
-GIB = 1 << 30
-SCHEMA: dict[str, Any] = {
-    "schema": _int(1, 1),
-    "name": _str,
-    "fail_on": _severity,
-    "limits": {
-        "max_files": _int(1, 10_000_000),
-        "max_file_bytes": _int(1, 1 << 50),
-        "max_download_bytes": _int(1, 1 << 50),
-        "max_config_bytes": _int(1, GIB),
-    },
-    "fetch": {"download": _globs},
-    "files": {
-        "safetensors": _globs,
-        "pickle": _globs,
-        "other_weights": _globs,
-        "code": _globs,
-    },
-    "safetensors": {"max_header_bytes": _int(8, 1 << 32), "dtypes": _dtypes},
-    "pickle": {
-        "max_pickle_bytes": _int(1, 1 << 40),
-        "max_opcodes": _int(1, 1 << 40),
-        "max_zip_members": _int(1, 10_000_000),
-        "max_member_bytes": _int(1, 1 << 40),
-        "allow": _global_table,
-        "deny": _global_table,
-    },
-    "severity": _overrides,
-    "detection": {
-        "families": _families,
-        "patch_area": _float(1e-4, 1.0),
-        "blend_linf": _float(1e-4, 1.0),
-        "warp_pixels": _float(1e-3, 64.0),
-        "screen_images": _int(1, 10_000),
-        "screen_batch": _int(1, 1_000_000),
-        "screen_steps": _int(2, 10_000),
-        "keep": _int(1, 1_000),
-        "probe_images": _int(1, 100_000),
-        "holdout_images": _int(8, 100_000),
-        "steps": _int(1, 1_000_000),
-        "success_share": _float(0.5, 1.0),
-        "max_clean_share": _float(0.1, 1.0),
-        "max_seconds": _int(1, 7 * 24 * 3600),
-        "anomaly_index": _float(0.0, 1e3),
-        "thresholds": _thresholds,
-        "vocabulary": _globs,
-    },
-}
-
-
-def _validate(
-    raw: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, problems: list[str]
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in sorted(set(raw) - set(schema)):
-        problems.append(f"{prefix}{key}: unknown key")
-    for key, rule in schema.items():
-        dotted = f"{prefix}{key}"
-        if key not in raw:
-            problems.append(f'{dotted}: missing (or add `extends = "default"`)')
-        elif isinstance(rule, dict):
-            if isinstance(raw[key], dict):
-                out[key] = _validate(raw[key], rule, dotted + ".", problems)
-            else:
-                problems.append(f"{dotted}: expected a table")
-        else:
-            out[key] = rule(raw[key], dotted, problems)
-    return out
-
-
 def _build(raw: Mapping[str, Any], *, source: str, digest: str) -> Policy:
     problems: list[str] = []
-    v = _validate(raw, SCHEMA, "", problems)
+    v = validate(raw, SCHEMA, "", problems)
     if problems:
         raise PolicyError(source, problems)
     return Policy(

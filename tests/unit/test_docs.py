@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hubscan.codes import CODES
 from hubscan.errors import ExitCode
-from hubscan.policy import SCHEMA
+from hubscan.policy_schema import SCHEMA
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
