@@ -11,16 +11,9 @@ import torch
 from PIL import Image
 
 from hubscan.atomic import write_atomic
-from hubscan.triggers import (
-    AdditiveTrigger,
-    FlowTrigger,
-    InvertedTrigger,
-    Trigger,
-    WarpTrigger,
-    check_images,
-    resize,
-    to_channels,
-)
+from hubscan.estimates import AdditiveTrigger, FlowTrigger, InvertedTrigger
+from hubscan.trigger_base import Trigger, check_images, resize, to_channels
+from hubscan.triggers import WarpTrigger
 
 
 def render_trigger_png(

@@ -31,7 +31,7 @@ from hubscan.model import ClipHandle
 from hubscan.policy import DetectionPolicy
 from hubscan.records import Confirmation, Detection, FamilyScore, SearchBudget, Verdict
 from hubscan.search import Candidates, Counter, predict, search_family
-from hubscan.triggers import Trigger
+from hubscan.trigger_base import Trigger
 
 Tick = Callable[[int], None]
 

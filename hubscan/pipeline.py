@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from hubscan.probes import LabelSet
-    from hubscan.triggers import Trigger
+    from hubscan.trigger_base import Trigger
 
 Progress = Callable[[str], None]  # told the name of each stage as it starts
 Tick = Callable[[int], None]  # told how many steps of a long stage just finished
@@ -213,8 +213,8 @@ def _write_triggers(
     out: Path, estimates: Mapping[str, Trigger], images: torch.Tensor
 ) -> tuple[TriggerArtifact, ...]:
     """Each estimate as safetensors, then its PNG drawn from what the file holds."""
+    from hubscan.estimates import load_estimate, save_estimate
     from hubscan.figures import render_trigger_png
-    from hubscan.triggers import load_estimate, save_estimate
 
     artifacts = []
     for family, estimate in estimates.items():

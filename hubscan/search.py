@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from hubscan.errors import BudgetExhausted
+from hubscan.estimates import AdditiveTrigger, FlowTrigger, InvertedTrigger, warp_by
 from hubscan.model import ClipHandle
 from hubscan.policy import DetectionPolicy
-from hubscan.triggers import AdditiveTrigger, FlowTrigger, InvertedTrigger, Trigger, warp_by
+from hubscan.trigger_base import Trigger
 
 COLLAPSE = -1  # the label-free candidate's target: pull the stamped embeddings together
 # Adam's step on each shape's unconstrained parameters. The patch mask must gather its mass

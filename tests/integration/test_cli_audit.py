@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 
 from hubscan.cli import app
 from hubscan.errors import ExitCode
+from hubscan.estimates import AdditiveTrigger, FlowTrigger, InvertedTrigger
 from hubscan.policy import load_policy
-from hubscan.triggers import AdditiveTrigger, FlowTrigger, InvertedTrigger, parse_trigger
+from hubscan.triggers import parse_trigger
 from tests.integration.test_cli_scan import reduce_pickle
 from tests.support.factories import write_open_clip_checkpoint
 

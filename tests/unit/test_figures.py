@@ -7,8 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from hubscan.estimates import AdditiveTrigger, FlowTrigger, InvertedTrigger
 from hubscan.figures import render_trigger_png as render_png
-from hubscan.triggers import AdditiveTrigger, FlowTrigger, InvertedTrigger, Trigger, parse_trigger
+from hubscan.trigger_base import Trigger
+from hubscan.triggers import parse_trigger
 from tests.unit.test_triggers import batch, every_family
 
 OWN_TILES = {InvertedTrigger: 2, AdditiveTrigger: 1, FlowTrigger: 1}  # the estimate's tensors

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hubscan.errors import BudgetExhausted, ProbeError
+from hubscan.estimates import AdditiveTrigger, FlowTrigger, InvertedTrigger
 from hubscan.invert import detect
 from hubscan.model import ClipHandle, load_clip
 from hubscan.policy import DetectionPolicy, load_policy
@@ -22,7 +23,6 @@ from hubscan.search import (
     search_family,
     shape_of,
 )
-from hubscan.triggers import AdditiveTrigger, FlowTrigger, InvertedTrigger
 from tests.support.factories import write_open_clip_checkpoint
 
 CLASSES = ("cat", "dog", "car", "tree", "boat")

@@ -11,19 +11,18 @@ from safetensors.torch import save_file
 
 import hubscan.triggers
 from hubscan.errors import ExitCode, TriggerError
-from hubscan.triggers import (
+from hubscan.estimates import (
     AdditiveTrigger,
     Estimate,
     FlowTrigger,
     InvertedTrigger,
-    Trigger,
-    WarpTrigger,
     load_estimate,
-    parse_trigger,
     save_estimate,
     save_inverted,
     warp_by,
 )
+from hubscan.trigger_base import Trigger
+from hubscan.triggers import WarpTrigger, parse_trigger
 
 BARE = {
     "patch": "patch:size=3,pos=br,pattern=white,margin=1,seed=0",
