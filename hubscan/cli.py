@@ -1,7 +1,8 @@
 """The command line: thin Typer commands that parse, call the pipeline, render and exit.
 
-Owns argument parsing, the output format choice, writing --output atomically, and the mapping of
-errors to exit codes (the one broad exception handler in hubscan). Must not do any work itself:
+Owns the app, argument parsing, the output format choice and writing --output atomically; the
+bench and zoo commands live in cli_bench.py, the error-to-exit-code wrapper and shared options in
+cli_common.py. Must not do any work itself:
 stages run in pipeline.py, rendering lives in report.py. Uses only Typer's public API (never
 `import click`). `hubscan scan` must never import torch: keep heavy imports inside commands.
 """
@@ -10,21 +11,21 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from hubscan import __version__, pipeline, report
 from hubscan.atomic import write_text_atomic
-from hubscan.errors import ExitCode, HubscanError
+from hubscan.cli_bench import bench_app, zoo_app
+from hubscan.cli_common import DebugOpt, PolicyOpt, err_console, run_command
+from hubscan.errors import ExitCode
 from hubscan.policy import Policy, load_policy, with_fail_on
 from hubscan.records import RunReport, Severity, Verdict
 
@@ -47,15 +48,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 policy_app = typer.Typer(help="Show and check policies.", no_args_is_help=True)
-bench_app = typer.Typer(help="Benchmarks; results go to benchmarks/.", no_args_is_help=True)
-zoo_app = typer.Typer(
-    help="Build real backdoored and clean tiny CLIPs offline.", no_args_is_help=True
-)
 app.add_typer(policy_app, name="policy")
 app.add_typer(bench_app, name="bench")
 app.add_typer(zoo_app, name="zoo")
-
-err_console = Console(stderr=True)
 
 
 class Format(StrEnum):
@@ -68,9 +63,6 @@ class Format(StrEnum):
 RefArg = Annotated[
     str, typer.Argument(help="org/name, org/name@REV (branch, tag or commit sha), or a directory")
 ]
-PolicyOpt = Annotated[
-    str, typer.Option("--policy", "-p", help="bundled policy name or a TOML file")
-]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="write the report to FILE instead of stdout")
@@ -82,37 +74,13 @@ SeverityName = Enum("SeverityName", {s.label: s.label for s in Severity}, type=s
 FailOnOpt = Annotated[
     SeverityName | None, typer.Option("--fail-on", help="override the policy's gate")
 ]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="show tracebacks (or set HUBSCAN_DEBUG=1)")]
+
 
 VERDICT_EXIT = {
     Verdict.PASS: ExitCode.OK,
     Verdict.FAIL: ExitCode.FINDINGS,
     Verdict.NO_VERDICT: ExitCode.NO_VERDICT,
 }
-
-
-def _run(body: Callable[[], int], *, debug: bool) -> NoReturn:
-    """Run a command body; every failure becomes one line on stderr and its exit code."""
-    debug = debug or os.environ.get("HUBSCAN_DEBUG", "") not in ("", "0")
-    try:
-        code = body()
-    except HubscanError as err:
-        if debug:
-            traceback.print_exc()
-        err_console.print(f"hubscan: {err}", markup=False, highlight=False, soft_wrap=True)
-        code = err.exit_code
-    except KeyboardInterrupt:
-        err_console.print("hubscan: interrupted; nothing was written", markup=False)
-        code = 130
-    except Exception as err:  # the one broad handler: a bug, reported as such
-        if debug:
-            traceback.print_exc()
-        err_console.print(
-            f"hubscan: internal error: {type(err).__name__}: {err} (rerun with --debug)",
-            markup=False,
-        )
-        code = ExitCode.INTERNAL
-    raise typer.Exit(int(code))
 
 
 def _render(run: RunReport, fmt: Format, *, to_file: bool) -> str:
@@ -165,7 +133,7 @@ def scan(
         _emit(run, format, output)
         return VERDICT_EXIT[run.verdict]
 
-    _run(body, debug=debug)
+    run_command(body, debug=debug)
 
 
 @contextmanager
@@ -232,7 +200,7 @@ def audit(
         _emit(run, format, output)
         return VERDICT_EXIT[run.verdict]
 
-    _run(body, debug=debug)
+    run_command(body, debug=debug)
 
 
 @contextmanager
@@ -306,41 +274,7 @@ def eval_(
             report.render_evaluation(result, Console(file=sys.stdout))
         return ExitCode.OK
 
-    _run(body, debug=debug)
-
-
-@zoo_app.command("build")
-def zoo_build(
-    out: Annotated[Path, typer.Option("--out", help="where the models and manifest.json go")],
-    quick: Annotated[bool, typer.Option(help="base + 2 backdoored + 2 clean only")] = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Train (or reuse from the cache) the zoo and write it in Hub layout with a manifest."""
-
-    def body() -> int:
-        from hubscan import zoo
-
-        with _progress_bars() as bars:
-            manifest = zoo.build_zoo(out, quick=quick, progress=bars)
-        report.render_zoo(manifest, Console(file=sys.stdout))
-        return ExitCode.OK
-
-    _run(body, debug=debug)
-
-
-@contextmanager
-def _progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """Rich progress bars on stderr, one per task: `bars(name, total)` returns its tick."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    columns = ("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console) as bars:
-
-        def add(name: str, total: int) -> Callable[[int], None]:
-            task = bars.add_task(name, total=total)
-            return lambda n: bars.advance(task, n)
-
-        yield add
+    run_command(body, debug=debug)
 
 
 @policy_app.command("show")
@@ -356,7 +290,7 @@ def policy_show(
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return ExitCode.OK
 
-    _run(body, debug=False)
+    run_command(body, debug=False)
 
 
 @policy_app.command("check")
@@ -368,100 +302,7 @@ def policy_check(policy: Annotated[str, typer.Argument(help="bundled name or TOM
         sys.stdout.write(f"ok: policy {pol.name!r} from {pol.source} (sha256 {pol.sha256})\n")
         return ExitCode.OK
 
-    _run(body, debug=False)
-
-
-@bench_app.command("scan")
-def bench_scan(
-    size_mb: Annotated[int, typer.Option(help="size of the safetensors file to scan")] = 600,
-    runs: Annotated[int, typer.Option(help="timed runs; the median is reported")] = 5,
-    out: Annotated[Path, typer.Option(help="where scan.md and scan.json go")] = Path("benchmarks"),
-) -> None:
-    """Time `hubscan scan` on a large safetensors file (median of several runs)."""
-    from hubscan import bench
-
-    _run(lambda: bench.scan_speed(size_mb=size_mb, runs=runs, out=out), debug=False)
-
-
-@bench_app.command("zoo")
-def bench_zoo(
-    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
-    out: Annotated[Path, typer.Option(help="where zoo.md and zoo.json go")] = Path("benchmarks"),
-) -> None:
-    """Summarize a built zoo against its promises (exit 1 if a model breaks one)."""
-    from hubscan import bench
-
-    command = f"hubscan zoo build --out {zoo} && hubscan bench zoo --zoo {zoo}"
-    _run(lambda: bench.zoo_summary(zoo=zoo, out=out, command=command), debug=False)
-
-
-@bench_app.command("detection")
-def bench_detection(
-    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
-    labels: Annotated[
-        str | None, typer.Option(help="label set for every audit; omit for label-free")
-    ] = "fashion-mnist",
-    label_free: Annotated[bool, typer.Option(help="audit without a label set")] = False,
-    policy: PolicyOpt = "default",
-    out: Annotated[Path, typer.Option(help="where detection.md and .json go")] = Path("benchmarks"),
-) -> None:
-    """Audit every model of a zoo: TPR/FPR/AUROC, target identification, times, calibration."""
-    from hubscan import bench_detection
-
-    def body() -> int:
-        chosen = None if label_free else labels
-        command = f"hubscan bench detection --zoo {zoo}" + (" --label-free" if label_free else "")
-        with _progress_bars() as bars:
-            tick = bars("audits", _zoo_size(zoo))
-            result = bench_detection.run_detection_bench(
-                zoo=zoo,
-                out=out,
-                policy=load_policy(policy),
-                labels=chosen,
-                command=command,
-                tick=lambda name: tick(1),
-            )
-        s = result["summary"]
-        sys.stdout.write(
-            f"TPR {s['all']['tpr']:.0%} · FPR {s['fpr']:.0%} · AUROC {s['all']['auroc']}\n"
-        )
-        return ExitCode.OK
-
-    _run(body, debug=False)
-
-
-@bench_app.command("perf")
-def bench_perf(
-    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
-    model: Annotated[str, typer.Option(help="the zoo model to audit")] = "patch-white-br-bag",
-    vit: Annotated[bool, typer.Option(help="also audit ViT-B-32 at 224 px (minutes)")] = True,
-    policy: PolicyOpt = "default",
-    out: Annotated[Path, typer.Option(help="where perf.md and .json go")] = Path("benchmarks"),
-) -> None:
-    """Detection cost: hubscan vs per-class Neural Cleanse (100 classes), and ViT-B-32 timing."""
-    from hubscan import bench_perf
-
-    def body() -> int:
-        command = f"hubscan bench perf --zoo {zoo} --model {model}" + ("" if vit else " --no-vit")
-        result = bench_perf.run_perf_bench(
-            zoo=zoo, model=model, out=out, policy=load_policy(policy), command=command, vit=vit
-        )
-        sys.stdout.write(
-            f"hubscan {result['hubscan_detector']['passes']:,} passes vs Neural Cleanse "
-            f"{result['neural_cleanse']['passes']:,} ({result['pass_ratio']}x)\n"
-        )
-        return ExitCode.OK
-
-    _run(body, debug=False)
-
-
-def _zoo_size(zoo: Path) -> int:
-    try:
-        return sum(
-            m["kind"] != "base" for m in json.loads((zoo / "manifest.json").read_text())["models"]
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+    run_command(body, debug=False)
 
 
 def version_callback(value: bool) -> None:

@@ -1,0 +1,135 @@
+"""The benchmark and zoo commands: `hubscan bench scan|zoo|detection|perf` and `hubscan zoo
+build`. Thin like every command: parse, call bench*/zoo, print one line or a table, exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hubscan import report
+from hubscan.cli_common import DebugOpt, PolicyOpt, progress_bars, run_command
+from hubscan.errors import ExitCode
+from hubscan.policy import load_policy
+
+bench_app = typer.Typer(help="Benchmarks; results go to benchmarks/.", no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Build real backdoored and clean tiny CLIPs offline.", no_args_is_help=True
+)
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Annotated[Path, typer.Option("--out", help="where the models and manifest.json go")],
+    quick: Annotated[bool, typer.Option(help="base + 2 backdoored + 2 clean only")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Train (or reuse from the cache) the zoo and write it in Hub layout with a manifest."""
+
+    def body() -> int:
+        from hubscan import zoo
+
+        with progress_bars() as bars:
+            manifest = zoo.build_zoo(out, quick=quick, progress=bars)
+        report.render_zoo(manifest, Console(file=sys.stdout))
+        return ExitCode.OK
+
+    run_command(body, debug=debug)
+
+
+@bench_app.command("scan")
+def bench_scan(
+    size_mb: Annotated[int, typer.Option(help="size of the safetensors file to scan")] = 600,
+    runs: Annotated[int, typer.Option(help="timed runs; the median is reported")] = 5,
+    out: Annotated[Path, typer.Option(help="where scan.md and scan.json go")] = Path("benchmarks"),
+) -> None:
+    """Time `hubscan scan` on a large safetensors file (median of several runs)."""
+    from hubscan import bench
+
+    run_command(lambda: bench.scan_speed(size_mb=size_mb, runs=runs, out=out), debug=False)
+
+
+@bench_app.command("zoo")
+def bench_zoo(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    out: Annotated[Path, typer.Option(help="where zoo.md and zoo.json go")] = Path("benchmarks"),
+) -> None:
+    """Summarize a built zoo against its promises (exit 1 if a model breaks one)."""
+    from hubscan import bench
+
+    command = f"hubscan zoo build --out {zoo} && hubscan bench zoo --zoo {zoo}"
+    run_command(lambda: bench.zoo_summary(zoo=zoo, out=out, command=command), debug=False)
+
+
+@bench_app.command("detection")
+def bench_detection(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    labels: Annotated[
+        str | None, typer.Option(help="label set for every audit; omit for label-free")
+    ] = "fashion-mnist",
+    label_free: Annotated[bool, typer.Option(help="audit without a label set")] = False,
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where detection.md and .json go")] = Path("benchmarks"),
+) -> None:
+    """Audit every model of a zoo: TPR/FPR/AUROC, target identification, times, calibration."""
+    from hubscan import bench_detection
+
+    def body() -> int:
+        chosen = None if label_free else labels
+        command = f"hubscan bench detection --zoo {zoo}" + (" --label-free" if label_free else "")
+        with progress_bars() as bars:
+            tick = bars("audits", _zoo_size(zoo))
+            result = bench_detection.run_detection_bench(
+                zoo=zoo,
+                out=out,
+                policy=load_policy(policy),
+                labels=chosen,
+                command=command,
+                tick=lambda name: tick(1),
+            )
+        s = result["summary"]
+        sys.stdout.write(
+            f"TPR {s['all']['tpr']:.0%} · FPR {s['fpr']:.0%} · AUROC {s['all']['auroc']}\n"
+        )
+        return ExitCode.OK
+
+    run_command(body, debug=False)
+
+
+@bench_app.command("perf")
+def bench_perf(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    model: Annotated[str, typer.Option(help="the zoo model to audit")] = "patch-white-br-bag",
+    vit: Annotated[bool, typer.Option(help="also audit ViT-B-32 at 224 px (minutes)")] = True,
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where perf.md and .json go")] = Path("benchmarks"),
+) -> None:
+    """Detection cost: hubscan vs per-class Neural Cleanse (100 classes), and ViT-B-32 timing."""
+    from hubscan import bench_perf
+
+    def body() -> int:
+        command = f"hubscan bench perf --zoo {zoo} --model {model}" + ("" if vit else " --no-vit")
+        result = bench_perf.run_perf_bench(
+            zoo=zoo, model=model, out=out, policy=load_policy(policy), command=command, vit=vit
+        )
+        sys.stdout.write(
+            f"hubscan {result['hubscan_detector']['passes']:,} passes vs Neural Cleanse "
+            f"{result['neural_cleanse']['passes']:,} ({result['pass_ratio']}x)\n"
+        )
+        return ExitCode.OK
+
+    run_command(body, debug=False)
+
+
+def _zoo_size(zoo: Path) -> int:
+    try:
+        return sum(
+            m["kind"] != "base" for m in json.loads((zoo / "manifest.json").read_text())["models"]
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
