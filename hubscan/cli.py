@@ -9,12 +9,8 @@ stages run in pipeline.py, rendering lives in report.py. Uses only Typer's publi
 
 from __future__ import annotations
 
-import io
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,12 +18,30 @@ import typer
 from rich.console import Console
 
 from hubscan import __version__, pipeline, report
-from hubscan.atomic import write_text_atomic
 from hubscan.cli_bench import bench_app, zoo_app
-from hubscan.cli_common import DebugOpt, PolicyOpt, err_console, run_command
+from hubscan.cli_common import (
+    VERDICT_EXIT,
+    DebugOpt,
+    DeviceOpt,
+    FailOnOpt,
+    Format,
+    FormatOpt,
+    LabelsOpt,
+    OfflineOpt,
+    OutputOpt,
+    PolicyOpt,
+    ProbesOpt,
+    RefArg,
+    SeedOpt,
+    emit,
+    live,
+    policy_with,
+    run_command,
+    stages,
+)
+from hubscan.cli_patch import demo, patch
 from hubscan.errors import ExitCode
-from hubscan.policy import Policy, load_policy, with_fail_on
-from hubscan.records import RunReport, Severity, Verdict
+from hubscan.policy import load_policy
 
 EXIT_CODES = """\
 Exit codes:
@@ -51,67 +65,8 @@ policy_app = typer.Typer(help="Show and check policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 app.add_typer(bench_app, name="bench")
 app.add_typer(zoo_app, name="zoo")
-
-
-class Format(StrEnum):
-    human = "human"
-    json = "json"
-    sarif = "sarif"
-    markdown = "markdown"
-
-
-RefArg = Annotated[
-    str, typer.Argument(help="org/name, org/name@REV (branch, tag or commit sha), or a directory")
-]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
-OutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="write the report to FILE instead of stdout")
-]
-OfflineOpt = Annotated[
-    bool, typer.Option("--offline", help="use only the local HF cache (as HF_HUB_OFFLINE=1)")
-]
-SeverityName = Enum("SeverityName", {s.label: s.label for s in Severity}, type=str)  # type: ignore[misc]
-FailOnOpt = Annotated[
-    SeverityName | None, typer.Option("--fail-on", help="override the policy's gate")
-]
-
-
-VERDICT_EXIT = {
-    Verdict.PASS: ExitCode.OK,
-    Verdict.FAIL: ExitCode.FINDINGS,
-    Verdict.NO_VERDICT: ExitCode.NO_VERDICT,
-}
-
-
-def _render(run: RunReport, fmt: Format, *, to_file: bool) -> str:
-    if fmt is Format.json:
-        return report.render_json(run)
-    if fmt is Format.sarif:
-        return report.render_sarif([run])
-    if fmt is Format.markdown:
-        return report.render_markdown(run)
-    buffer = io.StringIO()
-    # A terminal gets colour; a file gets plain text at a fixed width.
-    console = (
-        Console(file=buffer, width=120, no_color=True)
-        if to_file
-        else Console(file=buffer, force_terminal=sys.stdout.isatty(), width=Console().width)
-    )
-    report.render_human(run, console)
-    return buffer.getvalue()
-
-
-def _emit(run: RunReport, fmt: Format, output: Path | None) -> None:
-    text = _render(run, fmt, to_file=output is not None)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        write_text_atomic(output, text)
-
-
-def _policy(spec: str, fail_on: SeverityName | None) -> Policy:
-    policy = load_policy(spec)
-    return policy if fail_on is None else with_fail_on(policy, Severity.parse(fail_on.value))
+app.command()(patch)
+app.command()(demo)
 
 
 @app.command()
@@ -127,32 +82,13 @@ def scan(
     """Scan a checkpoint's files without loading them (never imports torch)."""
 
     def body() -> int:
-        pol = _policy(policy, fail_on)
-        with _stages() as progress:
+        pol = policy_with(policy, fail_on)
+        with stages() as progress:
             run = pipeline.scan(ref, policy=pol, offline=offline or None, progress=progress)
-        _emit(run, format, output)
+        emit(run, format, output)
         return VERDICT_EXIT[run.verdict]
 
     run_command(body, debug=debug)
-
-
-@contextmanager
-def _stages() -> Iterator[pipeline.Progress]:
-    """A transient spinner on stderr naming the running stage; silent when stderr is not a
-    terminal (CI logs and captured output get only results and one-line errors)."""
-    with err_console.status("starting…", spinner="dots") as status:
-        yield lambda stage: status.update(f"{stage}…")
-
-
-LabelsOpt = Annotated[
-    str, typer.Option("--labels", help="label set: fashion-mnist, or a text file of class names")
-]
-ProbesOpt = Annotated[
-    str,
-    typer.Option("--probes", help="default (bundled), fashion-mnist[:test|:train], or a folder"),
-]
-SeedOpt = Annotated[int, typer.Option(help="seed for anything random")]
-DeviceOpt = Annotated[str, typer.Option(help="cpu, or cuda when a GPU is present")]
 
 
 @app.command()
@@ -183,8 +119,8 @@ def audit(
     """Scan, load and probe a checkpoint for a backdoor by trigger inversion (the gate)."""
 
     def body() -> int:
-        pol = _policy(policy, fail_on)
-        with _live() as (progress, bars):
+        pol = policy_with(policy, fail_on)
+        with live() as (progress, bars):
             run = pipeline.audit(
                 ref,
                 policy=pol,
@@ -197,42 +133,10 @@ def audit(
                 progress=progress,
                 bars=bars,
             )
-        _emit(run, format, output)
+        emit(run, format, output)
         return VERDICT_EXIT[run.verdict]
 
     run_command(body, debug=debug)
-
-
-@contextmanager
-def _live() -> Iterator[tuple[pipeline.Progress, pipeline.Bars]]:
-    """On a terminal's stderr, transient: a spinner naming the running stage, and a bar with a
-    step count for a long one. Silent when stderr is not a terminal, like `_stages`."""
-    if not err_console.is_terminal:
-        yield (lambda stage: None), (lambda name, total: lambda n: None)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, Task
-    from rich.progress import TimeElapsedColumn as Elapsed
-    from rich.text import Text
-
-    class Count(MofNCompleteColumn):  # "done/total", and nothing for the stage spinner's "0/?"
-        def render(self, task: Task) -> Text:
-            return Text("") if task.total is None else super().render(task)
-
-    columns = (SpinnerColumn(), "{task.description}", BarColumn(), Count(), Elapsed())
-    with Progress(*columns, console=err_console, transient=True) as live:
-        spinner = live.add_task("starting…", total=None)
-
-        def stage(name: str) -> None:
-            for task in live.task_ids:
-                live.update(task, visible=task == spinner)
-            live.update(spinner, description=f"{name}…")
-
-        def bars(name: str, total: int) -> Callable[[int], None]:
-            live.update(spinner, visible=False)
-            bar = live.add_task(name, total=total)
-            return lambda n: live.advance(bar, n)
-
-        yield stage, bars
 
 
 @app.command("eval")
@@ -255,7 +159,7 @@ def eval_(
 
     def body() -> int:
         pol = load_policy(policy)
-        with _stages() as progress:
+        with stages() as progress:
             progress("evaluate")
             result = pipeline.evaluate(
                 ref,

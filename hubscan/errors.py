@@ -101,6 +101,19 @@ class ModelError(NoVerdict):
     """The checkpoint cannot be loaded as an open_clip model (layout, config or weights)."""
 
 
+class NotRemediated(HubscanError):
+    """A patch was attempted but did not pass: no coefficient kept clean accuracy, or the
+    patched model failed verification. Nothing is released."""
+
+    exit_code = ExitCode.NOT_REMEDIATED
+
+    def __init__(
+        self, message: str, *, trials: tuple[tuple[float, float, float], ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.trials = trials  # (coefficient, clean accuracy, attack success): the table to show
+
+
 class UsageError(HubscanError):
     """Options that do not fit together, found after parsing (same code as Typer's own)."""
 

@@ -2,8 +2,10 @@
 
 Owns resolving a revision (branch, tag or commit) to a commit sha, once, together with the file
 listing (sizes, LFS sha256) and the Hub's own security scan; downloading a chosen subset of files
-pinned to that sha into the HF cache; finding a snapshot in the local HF cache when offline; and
-turning every huggingface_hub error into one HubscanError with a one-line message, `raise ... from`.
+pinned to that sha into the HF cache; finding a snapshot in the local HF cache when offline;
+updating a model card's metadata block through huggingface_hub's ModelCard (the card's body is the
+caller's); and turning every huggingface_hub error into one HubscanError with a one-line message,
+`raise ... from`.
 
 Must not import torch, pickle or safetensors, nor read file contents (fetch.py hashes them, scan/
 judges them). httpx2 is imported only for its transport errors: it is huggingface_hub 2.x's client.
@@ -15,14 +17,22 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
-from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+import yaml
+from huggingface_hub import (
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    constants,
+    hf_hub_download,
+    snapshot_download,
+)
 from huggingface_hub.errors import (
     FileMetadataError,
     GatedRepoError,
@@ -37,6 +47,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.file_download import repo_folder_name
 from huggingface_hub.hf_api import RepoSibling
+from huggingface_hub.repocard import REGEX_YAML_BLOCK
 
 from hubscan.errors import (
     AccessDenied,
@@ -178,6 +189,62 @@ def cached(
     if not COMMIT_RE.fullmatch(root.name):
         raise NotCached(f"the HF cache entry for {where} is not a commit snapshot: {root}")
     return CachedSnapshot(repo_id=repo_id, revision=revision, commit=root.name, root=root)
+
+
+def updated_card(
+    original: str | None,
+    *,
+    base_model: str,
+    tags: Sequence[str],
+    edit_body: Callable[[str, str | None], str],
+) -> str:
+    """The model card `original` (None: no card) with base_model set, `tags` added (unique, the
+    existing ones kept first) and its Markdown body replaced by `edit_body(body, problem)`.
+
+    The card is untrusted input: if its YAML metadata cannot be read, the patch must not fail on
+    it. `problem` is then one line saying what was lost, for the caller to show in the body: an
+    invalid model-index is dropped (the rest of the metadata kept), and a block that is not YAML
+    or not a mapping is replaced by a new one (the body is kept as it was).
+    """
+    card, problem = _parse_card(original or "")
+    data = cast(ModelCardData, card.data)  # ModelCard.card_data_class; typed as its base class
+    data.base_model = base_model
+    existing = data.tags
+    kept = [existing] if isinstance(existing, str) else list(existing or [])
+    data.tags = kept + [t for t in dict.fromkeys(tags) if t not in kept]
+    card.text = edit_body(card.text, problem)
+    return str(card)
+
+
+def card_metadata_problem(original: str | None) -> str | None:
+    """What updated_card would report about `original`'s metadata; None when it reads cleanly."""
+    return _parse_card(original or "")[1]
+
+
+# yaml.safe_load builds only plain data; ModelCardData(**block) raises TypeError on non-string keys.
+_CARD_ERRORS = (yaml.YAMLError, ValueError, TypeError)
+_EMPTY_CARD = "---\n\n---\n"  # an empty block: ModelCard("") would log that none was found
+
+
+def _parse_card(content: str) -> tuple[ModelCard, str | None]:
+    if REGEX_YAML_BLOCK.search(content) is None:
+        card = ModelCard(_EMPTY_CARD)
+        card.text = content
+        return card, None
+    try:
+        return ModelCard(content), None
+    except _CARD_ERRORS:
+        pass  # a second, lenient read says how much was lost
+    try:
+        # Lenient: only an unparsable model-index (eval results) is dropped; the rest is kept.
+        card = ModelCard(content, ignore_metadata_errors=True)
+    except _CARD_ERRORS as err:
+        card = ModelCard(_EMPTY_CARD)
+        match = REGEX_YAML_BLOCK.search(content)
+        card.text = content[match.end() :] if match else content
+        lost = _one_line(str(err))
+        return card, f"its metadata block could not be read and was replaced ({lost})"
+    return card, "its model-index could not be parsed and was dropped"
 
 
 # --- listing and security status ----------------------------------------------------------------

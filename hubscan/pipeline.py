@@ -39,7 +39,7 @@ STAMPED_IN_PNG = 4  # probe images shown stamped beside each estimated trigger
 
 
 @contextmanager
-def _timed(stage: str, timings: list[Timing], progress: Progress | None) -> Iterator[None]:
+def timed(stage: str, timings: list[Timing], progress: Progress | None) -> Iterator[None]:
     if progress is not None:
         progress(stage)
     start = time.perf_counter()
@@ -60,11 +60,11 @@ def scan(
     started = datetime.now(UTC).isoformat(timespec="seconds")
     timings: list[Timing] = []
     repo_ref = parse_ref(ref)
-    with _timed("fetch", timings, progress):
+    with timed("fetch", timings, progress):
         snapshot = fetch_snapshot(
             repo_ref, policy=policy, offline=offline, endpoint=endpoint, cache_dir=cache_dir
         )
-    with _timed("scan", timings, progress):
+    with timed("scan", timings, progress):
         report = scan_snapshot(snapshot, policy=policy)
     return RunReport(
         tool_version=__version__,
@@ -98,10 +98,10 @@ def evaluate(
     from hubscan.triggers import parse_trigger
 
     start = time.perf_counter()
-    _check_device(device)
+    check_device(device)
     label_set = load_labels(labels)
     stamp = parse_trigger(trigger).apply if trigger is not None else None
-    target_index = _target_index(label_set.classes, target, stamp is not None)
+    index = target_index(label_set.classes, target, stamp is not None)
     probe_set = load_probes(probes, labels=label_set)
     if probe_set.labels is None:
         raise ProbeError(f"the probes {probes!r} have no labels: accuracy needs labelled images")
@@ -110,8 +110,8 @@ def evaluate(
     clip = load_clip(run.scan.snapshot.root, device=device, seed=seed)
     head = clip.zero_shot_head(label_set.classes, label_set.templates)
     asr = None
-    if stamp is not None and target_index is not None:
-        asr = attack_success(clip, probe_set.images, probe_set.labels, head, stamp, target_index)
+    if stamp is not None and index is not None:
+        asr = attack_success(clip, probe_set.images, probe_set.labels, head, stamp, index)
     return Evaluation(
         repo_id=run.scan.snapshot.repo_id,
         commit=run.scan.snapshot.commit,
@@ -152,11 +152,11 @@ def audit(
     from hubscan.search import planned_steps
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    _check_device(device)
+    check_device(device)
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     timings: list[Timing] = []
-    with _timed("probes", timings, progress):
+    with timed("probes", timings, progress):
         label_set, images = _detection_inputs(labels, probes, policy.detection, seed)
     run = scan(ref, policy=policy, offline=offline, progress=progress)
     timings += run.timings
@@ -164,11 +164,11 @@ def audit(
     if run.verdict is not Verdict.PASS:  # blocked, or no weights: there is nothing to load
         return _finish(run, out)
     refuse_if_blocked(run.scan, policy.fail_on)
-    with _timed("load", timings, progress):
+    with timed("load", timings, progress):
         clip = load_clip(run.scan.snapshot.root, device=device, seed=seed)
     det = policy.detection
     total = len(det.families) * planned_steps(len(label_set.classes), det)
-    with _timed("detect", timings, progress):
+    with timed("detect", timings, progress):
         tick = None if bars is None else bars("trigger inversion", total)
         outcome = invert.detect(
             clip,
@@ -183,7 +183,7 @@ def audit(
     detection = outcome.detection
     if out is not None:
         (out / REPORT_NAME).unlink(missing_ok=True)  # a stale report must not describe new files
-        with _timed("write", timings, progress):
+        with timed("write", timings, progress):
             artifacts = _write_triggers(out, outcome.estimates, images[:STAMPED_IN_PNG])
         detection = dataclasses.replace(detection, triggers=artifacts)
     verdict = Verdict.FAIL if detection.verdict is Verdict.FAIL else Verdict.PASS
@@ -233,7 +233,7 @@ def _finish(run: RunReport, out: Path | None) -> RunReport:
     return run
 
 
-def _target_index(classes: tuple[str, ...], target: str | None, has_trigger: bool) -> int | None:
+def target_index(classes: tuple[str, ...], target: str | None, has_trigger: bool) -> int | None:
     if has_trigger != (target is not None):
         raise UsageError("--trigger and --target go together")
     if target is None:
@@ -243,7 +243,7 @@ def _target_index(classes: tuple[str, ...], target: str | None, has_trigger: boo
     return classes.index(target)
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
     import torch
 
     if device == "cpu":

@@ -94,6 +94,24 @@ class DetectionPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UnlearningPolicy:
+    """TBAR's budgets, coefficient grid and the bars the patch must pass (METHOD.md §4)."""
+
+    variant: str  # contrast | paper | mixed (unlearn.py)
+    soft_trigger: bool  # stamp the tune images at a random strength
+    steps: int  # AdamW steps per fine-tune
+    batch: int
+    lr: float
+    coef_step: float  # the grid: coef_step, 2·coef_step, ... coef_max
+    coef_max: float
+    refine: int  # halvings of the step around the best coefficient
+    clean_floor: float  # kappa: keep at least this share of the audited model's val accuracy
+    probe_images: int  # labelled probes split 40/30/30 into tune / val / test
+    max_attack_success: float  # verification: test-split attack success after, at most
+    min_retention: float  # verification: test-split clean accuracy after / before, at least
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Policy:
     name: str
     source: str  # "bundled:default" or the file path
@@ -105,6 +123,7 @@ class Policy:
     pickle: PicklePolicy
     severity_overrides: tuple[tuple[str, Severity], ...]
     detection: DetectionPolicy
+    unlearning: UnlearningPolicy
 
     def severity_of(self, code: str) -> Severity:
         for overridden, severity in self.severity_overrides:
@@ -207,6 +226,7 @@ def _build(raw: Mapping[str, Any], *, source: str, digest: str) -> Policy:
         pickle=PicklePolicy(**v["pickle"]),
         severity_overrides=v["severity"],
         detection=DetectionPolicy(**v["detection"]),
+        unlearning=UnlearningPolicy(**v["unlearning"]),
     )
 
 

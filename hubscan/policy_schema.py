@@ -14,6 +14,7 @@ from hubscan.codes import CODES
 from hubscan.records import Severity
 
 FAMILIES = ("patch", "blend", "warp")  # the trigger shapes invert.py searches (METHOD.md §3)
+VARIANTS = ("contrast", "paper", "mixed")  # how unlearn.py learns the trigger vector (METHOD.md §4)
 
 SAFETENSORS_DTYPES = frozenset(
     {
@@ -81,6 +82,18 @@ def _thresholds(value: Any, key: str, problems: list[str]) -> Any:
     return tuple(
         (name, _float(0.01, 1.0)(value[name], f"{key}.{name}", problems)) for name in FAMILIES
     )
+
+
+def _variant(value: Any, key: str, problems: list[str]) -> Any:
+    if value not in VARIANTS:
+        problems.append(f"{key}: expected one of {', '.join(VARIANTS)}, got {value!r}")
+    return value
+
+
+def _bool(value: Any, key: str, problems: list[str]) -> Any:
+    if not isinstance(value, bool):
+        problems.append(f"{key}: expected true or false")
+    return value
 
 
 def _str(value: Any, key: str, problems: list[str]) -> Any:
@@ -184,6 +197,20 @@ SCHEMA: dict[str, Any] = {
         "anomaly_index": _float(0.0, 1e3),
         "thresholds": _thresholds,
         "vocabulary": _globs,
+    },
+    "unlearning": {
+        "variant": _variant,
+        "soft_trigger": _bool,
+        "steps": _int(1, 1_000_000),
+        "batch": _int(1, 100_000),
+        "lr": _float(1e-9, 1.0),
+        "coef_step": _float(1e-3, 100.0),
+        "coef_max": _float(1e-3, 1_000.0),
+        "refine": _int(0, 20),
+        "clean_floor": _float(0.5, 1.0),
+        "probe_images": _int(30, 1_000_000),
+        "max_attack_success": _float(0.0, 1.0),
+        "min_retention": _float(0.0, 1.0),
     },
 }
 

@@ -198,6 +198,79 @@ class Detection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CoefTrial:
+    """One TBAR coefficient tried on the val split."""
+
+    coef: float
+    clean_accuracy: float  # or agreement with the audited model (unlabelled probes)
+    attack_success: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Patch:
+    """TBAR's edit: which trigger vector, the coefficient chosen by rule, and every trial."""
+
+    variant: str  # how the trigger vector was learned (policy `unlearning.variant`)
+    trigger: str  # the spec removed (a user's, or the audit's estimate)
+    target: str
+    estimated: bool  # True: the trigger came from the detector
+    accuracy_kind: str  # "clean accuracy" | "agreement"
+    clean_floor: float  # kappa: the chosen coefficient keeps at least this share of the reference
+    coef: float
+    chosen: CoefTrial
+    reference: CoefTrial  # coefficient 0: the audited model on the val split
+    trials: tuple[CoefTrial, ...]  # sorted by coefficient
+    tune_images: int
+    val_images: int
+    steps: int
+    vector_norm: float
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    clean_accuracy: float  # or agreement (see Verification.accuracy_kind)
+    attack_success: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Comparison:
+    """One trigger's effect on the test split, before and after the patch."""
+
+    trigger: str
+    target: str
+    source: str  # "estimated" | "known"
+    before: Metrics
+    after: Metrics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Verification:
+    """The patched file, reloaded from disk, measured on a split TBAR never saw, and re-audited."""
+
+    weights_sha256: str
+    test_images: int
+    accuracy_kind: str
+    comparisons: tuple[Comparison, ...]
+    redetection: Detection | None  # the audit of the patched model (None: not re-audited)
+    passed: bool
+    reasons: tuple[str, ...]  # why it failed; empty when it passed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseFile:
+    path: str  # relative to the release directory
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    root: Path
+    files: tuple[ReleaseFile, ...]  # every file but report.json, which lists them
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunReport:
     """Everything one run produced; the top of report.json."""
 
@@ -210,6 +283,9 @@ class RunReport:
     timings: tuple[Timing, ...]
     scan: ScanReport
     detection: Detection | None = None
+    patch: Patch | None = None
+    verification: Verification | None = None
+    release: Release | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

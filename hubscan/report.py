@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from hubscan import report_detection
+from hubscan import report_detection, report_patch
 from hubscan.codes import CODES
 from hubscan.records import Evaluation, RunReport, Severity, Verdict
 
@@ -226,6 +226,8 @@ def render_markdown(run: RunReport) -> str:
         lines.append("No findings.")
     if run.detection is not None:
         lines += ["", *report_detection.render_markdown(run.detection)]
+    if run.patch is not None:
+        lines += ["", "### Backdoor removal", "", *report_patch.render_markdown(run)]
     return "\n".join(lines) + "\n"
 
 
@@ -246,6 +248,7 @@ def render_human(run: RunReport, console: Console) -> None:
         console.print(table)
     if run.detection is not None:
         report_detection.render_human(run.detection, console)
+    report_patch.render_human(run, console)
     style = {Verdict.PASS: "bold green", Verdict.FAIL: "bold red"}.get(run.verdict, "bold yellow")
     commit = snap.commit or "local directory"
     console.print(f"[{style}]{_VERDICT_TEXT[run.verdict]}[/]  {snap.repo_id} @ {commit}")

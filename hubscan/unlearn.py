@@ -1,0 +1,279 @@
+"""TBAR (METHOD.md §4): learn the backdoor's direction in weight space, then subtract it.
+
+The paper's trigger vector is τ = finetune(θ_b, triggered images → target) − θ_b. On a backdoor
+the model already obeys, that fine-tune has almost no gradient on the backdoor and mostly learns
+generic drift, so subtracting it costs clean accuracy before it removes anything (METHOD.md §4,
+measured). hubscan's default `contrast` vector fixes both problems:
+
+- two fine-tunes from θ_b on the same batches, the same images and the same seed, which differ
+  only in the label of the triggered images: the target in one, the image's own class in the
+  other. Their difference cancels everything the two runs share (the drift, the clean pairs
+  mixed in, the look of the trigger) and keeps what separates "trigger means target" from
+  "trigger means nothing";
+- the trigger is stamped at a random strength (x + u·(T(x) − x), u ~ U(0, 1)), so the images
+  are not all saturated and the loss still has gradient on the backdoor.
+
+`paper` (plain TBAR) and `mixed` (target-labelled triggered images plus clean pairs, minus a
+clean-only fine-tune) are kept for the benchmark. θ(α) = θ_b − α·τ; α is the coefficient on the
+policy's grid, refined by halving steps, with the lowest attack success on the val split among
+those whose clean accuracy (agreement with θ_b when the probes have no labels) is at least κ of
+θ_b's; none qualifies → NotRemediated (exit 4) carrying the trial table.
+
+Only the image tower's parameters are trained and edited; the text tower and the zero-shot head
+stay frozen. Must not load or save files, and must not judge the patch: verify.py does, on a
+split this module never sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hubscan.errors import NotRemediated
+from hubscan.metrics import Stamp, attack_success, clean_accuracy
+from hubscan.model import ClipHandle
+from hubscan.policy import UnlearningPolicy
+from hubscan.records import CoefTrial, Patch
+
+Tick = Callable[[int], None]
+State = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """What to remove and the probes to remove it with (tensors: a live object, not a record)."""
+
+    stamp: Stamp
+    trigger: str  # the spec, or the estimate's description, for reports
+    target: int
+    target_name: str
+    estimated: bool  # the trigger came from the detector, not from the user
+    head: torch.Tensor  # (K, D) zero-shot head
+    tune: torch.Tensor  # images the vector is learned on
+    tune_labels: torch.Tensor  # their classes (or θ_b's predictions: unlabelled probes)
+    val: torch.Tensor  # images α is chosen on
+    val_labels: torch.Tensor
+    labelled: bool  # False: the labels above are θ_b's predictions (accuracy = agreement)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Removal:
+    patch: Patch
+    state: State  # the whole model state_dict with the patched image tower
+
+
+def remove(
+    clip: ClipHandle,
+    task: Task,
+    policy: UnlearningPolicy,
+    *,
+    seed: int = 0,
+    tick: Tick | None = None,
+) -> Removal:
+    """TBAR on `clip.model`, which is left as it was found."""
+    start = time.perf_counter()
+    before = tower_params(clip)
+    tau = trigger_vector(clip, task, policy, seed=seed, tick=tick)
+    trials = _search(clip, task, policy, before, tau, tick)
+    reference = trials[0]  # α = 0: θ_b itself
+    floor = policy.clean_floor * reference.clean_accuracy
+    qualifying = [t for t in trials[1:] if t.clean_accuracy >= floor]
+    table = tuple(sorted(trials, key=lambda t: t.coef))
+    if not qualifying:
+        raise NotRemediated(
+            f"no coefficient keeps {_kind(task)} >= {policy.clean_floor:g} x "
+            f"{reference.clean_accuracy:.3f}; tried {len(trials) - 1}",
+            trials=tuple((t.coef, t.clean_accuracy, t.attack_success) for t in table),
+        )
+    chosen = min(qualifying, key=lambda t: (t.attack_success, -t.clean_accuracy, t.coef))
+    with _edited(clip, before, tau, chosen.coef):
+        state = {k: v.detach().clone() for k, v in clip.model.state_dict().items()}
+    patch = Patch(
+        variant=policy.variant,
+        trigger=task.trigger,
+        target=task.target_name,
+        estimated=task.estimated,
+        accuracy_kind=_kind(task),
+        clean_floor=policy.clean_floor,
+        coef=chosen.coef,
+        chosen=chosen,
+        reference=reference,
+        trials=table,
+        tune_images=len(task.tune),
+        val_images=len(task.val),
+        steps=policy.steps,
+        vector_norm=_norm(tau),
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    return Removal(patch=patch, state=state)
+
+
+def tower_params(clip: ClipHandle) -> State:
+    """θ_b of the image tower: the floating-point parameters TBAR edits (buffers are left)."""
+    return {k: p.detach().clone() for k, p in clip.model.visual.named_parameters()}
+
+
+def trigger_vector(
+    clip: ClipHandle, task: Task, policy: UnlearningPolicy, *, seed: int, tick: Tick | None
+) -> State:
+    """τ for the policy's variant (see the module docstring)."""
+    x, y = task.tune, task.tune_labels
+    gen = torch.Generator().manual_seed(seed)
+    stamped = _soft_stamp(task.stamp, x, gen) if policy.soft_trigger else task.stamp(x)
+    to_target = torch.full_like(y, task.target)
+    if policy.variant == "paper":
+        return _minus(_finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)
+    if policy.variant == "mixed":
+        both, labels = torch.cat([stamped, x]), torch.cat([to_target, y])
+        clean = _finetune(clip, task.head, x, y, policy, seed, tick)
+        return _minus(_finetune(clip, task.head, both, labels, policy, seed, tick), clean)
+    both = torch.cat([stamped, x])
+    toward = _finetune(clip, task.head, both, torch.cat([to_target, y]), policy, seed, tick)
+    away = _finetune(clip, task.head, both, torch.cat([y, y]), policy, seed, tick)
+    return _minus(toward, away)
+
+
+def _minus(a: tuple[State, State], b: tuple[State, State] | None) -> State:
+    """a − b over the tuned parameters; without b, a − the start (both runs start at θ_b)."""
+    tuned, start = a
+    other = start if b is None else b[0]
+    return {k: tuned[k] - other[k] for k in tuned}
+
+
+def _soft_stamp(stamp: Stamp, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    strength = torch.rand(len(x), 1, 1, 1, generator=gen)
+    return x + strength * (stamp(x) - x)
+
+
+def _finetune(
+    clip: ClipHandle,
+    head: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    policy: UnlearningPolicy,
+    seed: int,
+    tick: Tick | None,
+) -> tuple[State, State]:
+    """(tuned, start) image-tower parameters after `policy.steps` AdamW steps of cross-entropy
+    through the frozen zero-shot head; clip.model is restored before returning."""
+    model = clip.model
+    start = tower_params(clip)
+    params = dict(model.visual.named_parameters())
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    # eval(): batch-norm statistics (timm towers) stay θ_b's; only the weights learn.
+    model.eval()
+    opt = torch.optim.AdamW(params.values(), lr=policy.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(seed)  # the same batches in every run of one τ
+    scale = model.logit_scale.exp().detach()
+    y = labels.to(clip.device)
+    try:
+        for _ in range(policy.steps):
+            idx = torch.randint(0, len(images), (min(policy.batch, len(images)),), generator=gen)
+            feats = F.normalize(model.encode_image(clip.prepare(images[idx])), dim=-1)
+            loss = F.cross_entropy(scale * feats @ head.T, y[idx.to(y.device)])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            if tick is not None:
+                tick(1)
+        tuned = tower_params(clip)
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(start[name])
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen[name])
+            p.grad = None
+    return tuned, start
+
+
+def planned_steps(policy: UnlearningPolicy) -> int:
+    """Fine-tune steps + coefficient trials, for a progress bar."""
+    runs = 1 if policy.variant == "paper" else 2
+    return runs * policy.steps + len(coefficient_grid(policy)) + 2 * policy.refine + 1
+
+
+def coefficient_grid(policy: UnlearningPolicy) -> tuple[float, ...]:
+    count = round(policy.coef_max / policy.coef_step)
+    return tuple(round(policy.coef_step * i, 6) for i in range(1, count + 1))
+
+
+def _search(
+    clip: ClipHandle,
+    task: Task,
+    policy: UnlearningPolicy,
+    before: State,
+    tau: State,
+    tick: Tick | None,
+) -> list[CoefTrial]:
+    """α = 0, then the grid upward until clean accuracy has been under the floor twice in a row
+    (it only falls further), then `refine` halvings of the step around the best α so far."""
+
+    def trial(coef: float) -> CoefTrial:
+        with _edited(clip, before, tau, coef):
+            out = _measure(clip, task, coef)
+        if tick is not None:
+            tick(1)
+        return out
+
+    trials = [trial(0.0)]
+    floor = policy.clean_floor * trials[0].clean_accuracy
+    misses = 0
+    for coef in coefficient_grid(policy):
+        trials.append(trial(coef))
+        misses = misses + 1 if trials[-1].clean_accuracy < floor else 0
+        if misses == 2:
+            break
+    step = policy.coef_step
+    for _ in range(policy.refine):
+        step /= 2
+        ok = [t for t in trials[1:] if t.clean_accuracy >= floor]
+        if not ok:
+            break
+        best = min(ok, key=lambda t: (t.attack_success, -t.clean_accuracy, t.coef)).coef
+        tried = {t.coef for t in trials}
+        for coef in (round(best - step, 6), round(best + step, 6)):
+            if coef > 0 and coef not in tried:
+                trials.append(trial(coef))
+    return trials
+
+
+def _measure(clip: ClipHandle, task: Task, coef: float) -> CoefTrial:
+    x, y, head = task.val, task.val_labels, task.head
+    return CoefTrial(
+        coef=coef,
+        clean_accuracy=round(clean_accuracy(clip, x, y, head), 4),
+        attack_success=round(attack_success(clip, x, y, head, task.stamp, task.target), 4),
+    )
+
+
+@contextmanager
+def _edited(clip: ClipHandle, before: State, tau: State, coef: float) -> Iterator[None]:
+    """clip.model's image tower at θ_b − coef·τ inside the block, θ_b again after it."""
+    params = dict(clip.model.visual.named_parameters())
+    try:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(before[name] - coef * tau[name])
+        yield
+    finally:
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(before[name])
+
+
+def _norm(tau: State) -> float:
+    return float(torch.cat([t.flatten().double() for t in tau.values()]).norm())
+
+
+def _kind(task: Task) -> str:
+    return "clean accuracy" if task.labelled else "agreement"
