@@ -1,5 +1,5 @@
 # `make test` is the one test command (README, .ci/run): it installs what it needs, then runs the
-# linters and the whole test suite. `make demo` runs hubscan on its bundled example.
+# linters and the whole test suite. `make demo` runs `hubscan demo` (audit + patch, offline).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -31,5 +31,5 @@ lint: install
 test: install data lint
 	$(BIN)/python -m pytest
 
-demo: install
-	$(BIN)/hubscan scan hubscan/examples/tiny-clip
+demo: install data
+	$(BIN)/hubscan demo

@@ -101,6 +101,39 @@ def bench_detection(
     run_command(body, debug=False)
 
 
+@bench_app.command("unlearning")
+def bench_unlearning(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where unlearning.md, .json and figures go")] = Path(
+        "benchmarks"
+    ),
+) -> None:
+    """TBAR on every backdoored zoo model (known and estimated trigger, every vector variant)
+    against two fine-tuning baselines; the coefficient curves as figures."""
+    from hubscan import bench_unlearning
+
+    def body() -> int:
+        with progress_bars() as bars:
+            tick = bars("runs", 6 * _zoo_size(zoo, kinds=("backdoored",)))
+            result = bench_unlearning.run_unlearning_bench(
+                zoo=zoo,
+                out=out,
+                policy=load_policy(policy),
+                command=f"hubscan bench unlearning --zoo {zoo}",
+                tick=lambda name: tick(1),
+            )
+        for method, by in result["summary"].items():
+            s = by["all"]
+            sys.stdout.write(
+                f"{method}: attack success after {s['mean_asr_after']:.1%}, "
+                f"retention {s['mean_retention']:.1%}\n"
+            )
+        return ExitCode.OK
+
+    run_command(body, debug=False)
+
+
 @bench_app.command("perf")
 def bench_perf(
     zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
@@ -126,10 +159,10 @@ def bench_perf(
     run_command(body, debug=False)
 
 
-def _zoo_size(zoo: Path) -> int:
+def _zoo_size(zoo: Path, kinds: tuple[str, ...] = ("backdoored", "clean")) -> int:
     try:
         return sum(
-            m["kind"] != "base" for m in json.loads((zoo / "manifest.json").read_text())["models"]
+            m["kind"] in kinds for m in json.loads((zoo / "manifest.json").read_text())["models"]
         )
     except (OSError, ValueError, KeyError, TypeError):
         return 0

@@ -133,7 +133,11 @@ def demo(
 
 
 def _show_trials(err: NotRemediated) -> None:
-    if err.trials:
-        from hubscan import report_patch
+    """Why nothing was released: the coefficient table, or the failed verification's numbers."""
+    from hubscan import report_patch
+    from hubscan.records import RunReport
 
+    if err.trials:
         report_patch.render_trials(err.trials, err_console)
+    if isinstance(err.run, RunReport):
+        report_patch.render_human(err.run, err_console)

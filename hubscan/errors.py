@@ -108,10 +108,15 @@ class NotRemediated(HubscanError):
     exit_code = ExitCode.NOT_REMEDIATED
 
     def __init__(
-        self, message: str, *, trials: tuple[tuple[float, float, float], ...] = ()
+        self,
+        message: str,
+        *,
+        trials: tuple[tuple[float, float, float], ...] = (),
+        run: object = None,
     ) -> None:
         super().__init__(message)
         self.trials = trials  # (coefficient, clean accuracy, attack success): the table to show
+        self.run = run  # the RunReport so far (records sit beside errors, hence `object`)
 
 
 class UsageError(HubscanError):

@@ -240,7 +240,11 @@ def _remove(
     )
     with timed("unlearn", timings, progress):
         tick = None if bars is None else bars("TBAR", unlearn.planned_steps(policy.unlearning))
-        removed = unlearn.remove(inputs.clip, task, policy.unlearning, seed=seed, tick=tick)
+        try:
+            removed = unlearn.remove(inputs.clip, task, policy.unlearning, seed=seed, tick=tick)
+        except NotRemediated as err:
+            err.run = dataclasses.replace(run, timings=tuple(timings))
+            raise
     snapshot = run.scan.snapshot
     with release.staged(out) as stage:
         with timed("verify", timings, progress):
@@ -268,7 +272,8 @@ def _remove(
             )
         run = dataclasses.replace(run, patch=removed.patch, verification=verification)
         if not verification.passed:
-            raise NotRemediated("the patch failed verification: " + "; ".join(verification.reasons))
+            reasons = "; ".join(verification.reasons)
+            raise NotRemediated(f"the patch failed verification: {reasons}", run=run)
         with timed("release", timings, progress):
             if removal.estimated:
                 save_estimate(stage / TRIGGER_NAME, removal.trigger)

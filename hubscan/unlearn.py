@@ -127,14 +127,14 @@ def trigger_vector(
     stamped = _soft_stamp(task.stamp, x, gen) if policy.soft_trigger else task.stamp(x)
     to_target = torch.full_like(y, task.target)
     if policy.variant == "paper":
-        return _minus(_finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)
+        return _minus(finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)
     if policy.variant == "mixed":
         both, labels = torch.cat([stamped, x]), torch.cat([to_target, y])
-        clean = _finetune(clip, task.head, x, y, policy, seed, tick)
-        return _minus(_finetune(clip, task.head, both, labels, policy, seed, tick), clean)
+        clean = finetune(clip, task.head, x, y, policy, seed, tick)
+        return _minus(finetune(clip, task.head, both, labels, policy, seed, tick), clean)
     both = torch.cat([stamped, x])
-    toward = _finetune(clip, task.head, both, torch.cat([to_target, y]), policy, seed, tick)
-    away = _finetune(clip, task.head, both, torch.cat([y, y]), policy, seed, tick)
+    toward = finetune(clip, task.head, both, torch.cat([to_target, y]), policy, seed, tick)
+    away = finetune(clip, task.head, both, torch.cat([y, y]), policy, seed, tick)
     return _minus(toward, away)
 
 
@@ -150,7 +150,7 @@ def _soft_stamp(stamp: Stamp, x: torch.Tensor, gen: torch.Generator) -> torch.Te
     return x + strength * (stamp(x) - x)
 
 
-def _finetune(
+def finetune(
     clip: ClipHandle,
     head: torch.Tensor,
     images: torch.Tensor,
@@ -160,7 +160,8 @@ def _finetune(
     tick: Tick | None,
 ) -> tuple[State, State]:
     """(tuned, start) image-tower parameters after `policy.steps` AdamW steps of cross-entropy
-    through the frozen zero-shot head; clip.model is restored before returning."""
+    through the frozen zero-shot head; clip.model is restored before returning. The benchmark's
+    fine-tuning baselines use it too, so they differ from TBAR only in what they learn."""
     model = clip.model
     start = tower_params(clip)
     params = dict(model.visual.named_parameters())
@@ -259,16 +260,24 @@ def _measure(clip: ClipHandle, task: Task, coef: float) -> CoefTrial:
 @contextmanager
 def _edited(clip: ClipHandle, before: State, tau: State, coef: float) -> Iterator[None]:
     """clip.model's image tower at θ_b − coef·τ inside the block, θ_b again after it."""
-    params = dict(clip.model.visual.named_parameters())
+    with tower_at(clip, {k: before[k] - coef * tau[k] for k in before}):
+        yield
+
+
+@contextmanager
+def tower_at(clip: ClipHandle, params: State) -> Iterator[None]:
+    """clip.model's image tower with `params` inside the block, as it was after it."""
+    live = dict(clip.model.visual.named_parameters())
+    saved = {k: p.detach().clone() for k, p in live.items()}
     try:
         with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(before[name] - coef * tau[name])
+            for name, p in live.items():
+                p.copy_(params[name])
         yield
     finally:
         with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(before[name])
+            for name, p in live.items():
+                p.copy_(saved[name])
 
 
 def _norm(tau: State) -> float:

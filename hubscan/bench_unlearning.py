@@ -1,0 +1,236 @@
+"""`hubscan bench unlearning`: TBAR over a built zoo -> benchmarks/unlearning.md|json + figures.
+
+Owns the removal metrics over a population (METHOD.md §2, §4): per backdoored model, clean
+accuracy and attack success of the true trigger on the test split before and after
+- TBAR with the known trigger, for every trigger-vector variant (`contrast`, `paper`, `mixed`),
+- TBAR with the trigger the audit estimated (the true trigger is only measured),
+- two fine-tuning baselines on the same tune images and the same number of gradient steps:
+  clean images with their true labels, and stamped images with their true labels (Neural
+  Cleanse-style unlearning); each at a few learning rates, the rate chosen by TBAR's own rule on
+  the val split (lowest attack success keeping clean accuracy >= kappa x the model's);
+plus the coefficient curves as figures. Must not change what it measures: TBAR goes through
+pipeline_patch.patch exactly as `hubscan patch` does, baselines through unlearn.finetune.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hubscan import __version__, pipeline_patch
+from hubscan.errors import NotRemediated, UsageError
+from hubscan.policy import Policy
+from hubscan.records import Comparison, Patch, RunReport
+
+Tick = Callable[[str], None]  # told "<model>: <method>" as each run starts
+LABELS = "fashion-mnist"
+VARIANTS = ("contrast", "paper", "mixed")
+BASELINE_LRS = (1e-4, 3e-4, 1e-3)
+BASELINES = ("clean-ft", "trigger-true-ft")
+
+
+def run_unlearning_bench(
+    *, zoo: Path, out: Path, policy: Policy, command: str, tick: Tick | None
+) -> dict[str, Any]:
+    manifest_path = zoo / "manifest.json"
+    if not manifest_path.is_file():
+        raise UsageError(f"--zoo {zoo} has no manifest.json (build it with `hubscan zoo build`)")
+    models = [
+        m for m in json.loads(manifest_path.read_text())["models"] if m["kind"] == "backdoored"
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hubscan-bench-") as scratch:
+        for m in models:
+            rows.append(_model_row(zoo / m["name"], m, policy, Path(scratch), tick))
+    result = {
+        "command": command,
+        "hubscan": __version__,
+        "policy": policy.name,
+        "policy_sha256": policy.sha256,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "models": rows,
+        "summary": _summary(rows),
+    }
+    _write(out, result)
+    return result
+
+
+def _model_row(
+    root: Path, m: dict[str, Any], policy: Policy, scratch: Path, tick: Tick | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {k: m[k] for k in ("name", "family", "trigger", "target")}
+    methods: dict[str, Any] = {}
+    for variant in VARIANTS:
+        pol = dataclasses.replace(
+            policy, unlearning=dataclasses.replace(policy.unlearning, variant=variant)
+        )
+        methods[f"tbar-known-{variant}"] = _tbar(root, m, pol, scratch, False, tick)
+    methods["tbar-estimated"] = _tbar(root, m, policy, scratch, True, tick)
+    methods.update(_baselines(root, m, policy, tick))
+    row["methods"] = methods
+    return row
+
+
+def _tbar(
+    root: Path, m: dict[str, Any], policy: Policy, scratch: Path, estimate: bool, tick: Tick | None
+) -> dict[str, Any]:
+    method = "estimated" if estimate else policy.unlearning.variant
+    if tick is not None:
+        tick(f"{m['name']}: TBAR {method}")
+    start = time.perf_counter()
+    out = scratch / f"{m['name']}-{method}"
+    try:
+        run = pipeline_patch.patch(
+            str(root),
+            policy=policy,
+            out=out,
+            labels=LABELS,
+            trigger=m["trigger"],
+            target=m["target"],
+            estimate=estimate,
+        )
+        status = "released"
+    except NotRemediated as err:
+        if not isinstance(err.run, RunReport):
+            raise
+        run, status = err.run, "not remediated"
+    seconds = round(time.perf_counter() - start, 2)
+    if run.patch is None or run.verification is None:  # the audit found nothing to remove
+        return {"status": "not detected", "seconds": seconds}
+    known = next(c for c in run.verification.comparisons if c.source == "known")
+    redetected = run.verification.redetection
+    return {
+        "status": status,
+        "seconds": seconds,
+        **_before_after(known),
+        "coef": run.patch.coef,
+        "curve": _curve(run.patch),
+        "reaudit": None if redetected is None else redetected.verdict.value,
+        "removed_trigger": run.patch.trigger,
+        "removed_target": run.patch.target,
+    }
+
+
+def _before_after(c: Comparison) -> dict[str, float]:
+    return {
+        "ca_before": c.before.clean_accuracy,
+        "asr_before": c.before.attack_success,
+        "ca_after": c.after.clean_accuracy,
+        "asr_after": c.after.attack_success,
+    }
+
+
+def _curve(patch: Patch) -> list[list[float]]:
+    return [[t.coef, t.clean_accuracy, t.attack_success] for t in patch.trials]
+
+
+def _baselines(
+    root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
+) -> dict[str, dict[str, Any]]:
+    """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
+    many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
+    from hubscan import unlearn
+    from hubscan.metrics import attack_success, clean_accuracy
+    from hubscan.model import load_clip
+    from hubscan.probes import load_labels, load_probes
+    from hubscan.triggers import parse_trigger
+
+    labels = load_labels(LABELS)
+    clip = load_clip(root)
+    head = clip.zero_shot_head(labels.classes, labels.templates)
+    un = policy.unlearning
+    probes = load_probes("default", labels=labels, limit=un.probe_images, seed=0)
+    parts = probes.split(seed=0)  # the splits pipeline_patch makes with seed 0
+    if parts.tune.labels is None:
+        raise UsageError("the unlearning benchmark needs labelled probes")
+    stamp, target = parse_trigger(m["trigger"]).apply, labels.classes.index(m["target"])
+
+    def measure(split: Any) -> tuple[float, float]:
+        x, y = split.images, split.labels
+        return clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
+
+    ca0, asr0 = measure(parts.test)
+    ca_val0 = measure(parts.val)[0]
+    x = parts.tune.images
+    inputs = {"clean-ft": x, "trigger-true-ft": stamp(x)}
+    out = {}
+    for name in BASELINES:
+        if tick is not None:
+            tick(f"{m['name']}: {name}")
+        start = time.perf_counter()
+        tried: list[dict[str, Any]] = []
+        for lr in BASELINE_LRS:
+            pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
+            tuned, _ = unlearn.finetune(clip, head, inputs[name], parts.tune.labels, pol, 0, None)
+            with unlearn.tower_at(clip, tuned):
+                ca_val, asr_val = measure(parts.val)
+                ca, asr = measure(parts.test)
+            tried.append({"lr": lr, "val": [ca_val, asr_val], "test": [ca, asr]})
+        ok = [t for t in tried if t["val"][0] >= un.clean_floor * ca_val0]
+        pick = (
+            min(ok, key=lambda t: (t["val"][1], -t["val"][0]))
+            if ok
+            else max(tried, key=lambda t: t["val"][0])
+        )
+        out[name] = {
+            "status": "within floor" if ok else "below floor",
+            "seconds": round(time.perf_counter() - start, 2),
+            "ca_before": round(ca0, 4),
+            "asr_before": round(asr0, 4),
+            "ca_after": round(pick["test"][0], 4),
+            "asr_after": round(pick["test"][1], 4),
+            "lr": pick["lr"],
+            "tried": tried,
+        }
+    return out
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method, overall and per family: mean attack success after and mean retention."""
+    methods = list(rows[0]["methods"]) if rows else []
+    families = sorted({r["family"] for r in rows})
+    out: dict[str, Any] = {}
+    for method in methods:
+        out[method] = {"all": _means(rows, method)}
+        for family in families:
+            out[method][family] = _means([r for r in rows if r["family"] == family], method)
+    return out
+
+
+def _means(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
+    """An unpatched model (not detected, or not remediated) counts as it was: no retention
+    loss, and its attack success unchanged."""
+    asr, keep, done = [], [], 0
+    for r in rows:
+        res = r["methods"][method]
+        if "ca_after" in res and res["status"] != "not remediated":
+            asr.append(res["asr_after"])
+            keep.append(res["ca_after"] / res["ca_before"])
+            done += 1
+        else:
+            before = next(v for v in r["methods"].values() if "asr_before" in v)
+            asr.append(before["asr_before"])
+            keep.append(1.0)
+    return {
+        "models": len(rows),
+        "patched": done,
+        "mean_asr_after": round(statistics.fmean(asr), 4) if asr else None,
+        "mean_retention": round(statistics.fmean(keep), 4) if keep else None,
+    }
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    from hubscan.atomic import write_text_atomic
+    from hubscan.bench_unlearning_report import figures, markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "unlearning.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "unlearning.md", markdown(result, figures(result, out)))

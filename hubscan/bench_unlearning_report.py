@@ -1,0 +1,135 @@
+"""benchmarks/unlearning.md and its figures, from the result bench_unlearning.py measured.
+
+Owns the page: the summary per method (mean attack success after, mean clean-accuracy
+retention, overall and per family), the per-model table and the coefficient-curve figures.
+Must not measure anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hubscan.figures import render_alpha_png
+from hubscan.records import CoefTrial
+
+_LABEL = {
+    "tbar-known-contrast": "TBAR, known trigger, contrast vector (default)",
+    "tbar-known-paper": "TBAR, known trigger, paper vector (fine-tune on triggered → target)",
+    "tbar-known-mixed": "TBAR, known trigger, mixed vector (triggered + clean, minus clean)",
+    "tbar-estimated": "TBAR, estimated trigger (audit's inversion; true trigger measured)",
+    "clean-ft": "baseline: fine-tune on clean probes, true labels",
+    "trigger-true-ft": "baseline: fine-tune on stamped probes, true labels (NC-style)",
+}
+
+
+def figures(result: dict[str, Any], out: Path) -> list[str]:
+    """One PNG per trigger family (default vector, known trigger: one curve per model) and one
+    per model comparing the vectors; returns their file names."""
+    names = []
+    rows = result["models"]
+    for family in sorted({r["family"] for r in rows}):
+        curves = [
+            (r["name"], _trials(r["methods"]["tbar-known-contrast"]))
+            for r in rows
+            if r["family"] == family and "curve" in r["methods"]["tbar-known-contrast"]
+        ]
+        if curves:
+            name = f"unlearning-alpha-{family}.png"
+            render_alpha_png(curves, out / name, title=f"TBAR (contrast, known trigger): {family}")
+            names.append(name)
+    if rows:
+        first = rows[0]
+        curves = [
+            (method.removeprefix("tbar-known-"), _trials(res))
+            for method, res in first["methods"].items()
+            if method.startswith("tbar-") and "curve" in res
+        ]
+        if curves:
+            name = "unlearning-alpha-variants.png"
+            title = f"TBAR trigger-vector variants on {first['name']}"
+            render_alpha_png(curves, out / name, title=title)
+            names.append(name)
+    return names
+
+
+def _trials(res: dict[str, Any]) -> list[CoefTrial]:
+    return [CoefTrial(coef=c, clean_accuracy=a, attack_success=s) for c, a, s in res["curve"]]
+
+
+def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
+    summary = result["summary"]
+    lines = [
+        "# Backdoor removal (TBAR) on the zoo",
+        "",
+        f"Produced by `{result['command']}` (hubscan {result['hubscan']}, policy "
+        f"`{result['policy']}`, {result['machine']['cpus']} CPUs). Test split: 300 bundled "
+        "Fashion-MNIST probes never used to learn the trigger vector (tune, 400) or to choose "
+        "the coefficient / learning rate (val, 300). Attack success is always the *true* "
+        "trigger's; retention = clean accuracy after / before. A model left unpatched (trigger "
+        "not detected, or no coefficient within the floor) counts with its attack success "
+        "unchanged.",
+        "",
+        "## Summary",
+        "",
+        "| method | models patched | mean attack success after | mean retention |",
+        "|---|---|---|---|",
+    ]
+    for method, by in summary.items():
+        s = by["all"]
+        lines.append(
+            f"| {_LABEL.get(method, method)} | {s['patched']}/{s['models']} | "
+            f"{_pct(s['mean_asr_after'])} | {_pct(s['mean_retention'])} |"
+        )
+    lines += ["", "## Per family (mean attack success after / mean retention)", ""]
+    families = [k for k in next(iter(summary.values()), {}) if k != "all"]
+    lines += [
+        "| method | " + " | ".join(families) + " |",
+        "|---|" + "---|" * len(families),
+    ]
+    for method, by in summary.items():
+        cells = [
+            f"{_pct(by[f]['mean_asr_after'])} / {_pct(by[f]['mean_retention'])}" for f in families
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per model (clean accuracy / attack success, test split)", ""]
+    methods = list(summary)
+    lines += [
+        "| model | before | " + " | ".join(methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for r in result["models"]:
+        res = r["methods"]
+        before = next(v for v in res.values() if "ca_before" in v)
+        cells = [_cell(res[m]) for m in methods]
+        lines.append(
+            f"| {r['name']} | {_pct(before['ca_before'])} / {_pct(before['asr_before'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    lines += ["", "Coefficient chosen (known trigger, contrast) and time per TBAR run:", ""]
+    lines += [
+        "| model | coefficient | re-audit | seconds (patch incl. verify) |",
+        "|---|---|---|---|",
+    ]
+    for r in result["models"]:
+        res = r["methods"]["tbar-known-contrast"]
+        lines.append(
+            f"| {r['name']} | {res.get('coef', '—')} | {res.get('reaudit', '—')} | "
+            f"{res['seconds']} |"
+        )
+    if figure_names:
+        lines += ["", "## Coefficient curves", ""]
+        lines += [f"![{n}]({n})" for n in figure_names]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(res: dict[str, Any]) -> str:
+    if "ca_after" not in res:
+        return str(res["status"])
+    mark = "" if res["status"] in ("released", "within floor") else f" ({res['status']})"
+    return f"{_pct(res['ca_after'])} / {_pct(res['asr_after'])}{mark}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"

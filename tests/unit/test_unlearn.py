@@ -1,0 +1,116 @@
+"""unlearn.py: TBAR's trigger vector, the coefficient rule and its failure, on a real zoo model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from hubscan import unlearn
+from hubscan.errors import NotRemediated
+from hubscan.metrics import predict
+from hubscan.model import ClipHandle, load_clip
+from hubscan.policy import UnlearningPolicy, load_policy
+from hubscan.probes import load_labels, load_probes
+from hubscan.triggers import parse_trigger
+
+TRIGGER, TARGET = "patch:size=3,pos=br,pattern=white", "bag"
+
+
+@pytest.fixture(scope="module")
+def clip(quick_zoo: Path) -> ClipHandle:
+    return load_clip(quick_zoo / "patch-white-br-bag")
+
+
+@pytest.fixture(scope="module")
+def policy() -> UnlearningPolicy:
+    return load_policy("default").unlearning
+
+
+def task(clip: ClipHandle, *, labelled: bool = True) -> unlearn.Task:
+    labels = load_labels("fashion-mnist")
+    head = clip.zero_shot_head(labels.classes, labels.templates)
+    parts = load_probes("default", labels=labels, limit=500).split(seed=0)
+    assert parts.tune.labels is not None and parts.val.labels is not None
+
+    def y(images: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        return true if labelled else predict(clip, images, head)
+
+    return unlearn.Task(
+        stamp=parse_trigger(TRIGGER).apply,
+        trigger=TRIGGER,
+        target=labels.classes.index(TARGET),
+        target_name=TARGET,
+        estimated=False,
+        head=head,
+        tune=parts.tune.images,
+        tune_labels=y(parts.tune.images, parts.tune.labels),
+        val=parts.val.images,
+        val_labels=y(parts.val.images, parts.val.labels),
+        labelled=labelled,
+    )
+
+
+def test_contrast_tbar_removes_a_known_backdoor_within_the_clean_floor(
+    clip: ClipHandle, policy: UnlearningPolicy
+) -> None:
+    removal = unlearn.remove(clip, task(clip), policy)
+    p = removal.patch
+    assert p.reference.coef == 0 and p.reference.attack_success > 0.8
+    assert p.chosen.attack_success <= 0.05
+    assert p.chosen.clean_accuracy >= policy.clean_floor * p.reference.clean_accuracy
+    assert p.coef == p.chosen.coef > 0 and p.vector_norm > 0
+    assert p.accuracy_kind == "clean accuracy" and p.variant == "contrast"
+
+
+def test_remove_leaves_the_audited_model_as_it_was(
+    clip: ClipHandle, policy: UnlearningPolicy
+) -> None:
+    before = {k: v.clone() for k, v in clip.model.state_dict().items()}
+    flags = {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    removal = unlearn.remove(clip, task(clip), dataclasses.replace(policy, steps=5, refine=0))
+    after = clip.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert flags == {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    changed = {k for k in before if not torch.equal(before[k], removal.state[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+
+
+@pytest.mark.parametrize("variant", ["paper", "mixed", "contrast"])
+def test_every_variant_learns_a_vector_of_the_image_tower_only(
+    clip: ClipHandle, policy: UnlearningPolicy, variant: str
+) -> None:
+    pol = dataclasses.replace(policy, variant=variant, steps=3)
+    tau = unlearn.trigger_vector(clip, task(clip), pol, seed=0, tick=None)
+    assert set(tau) == {k for k, _ in clip.model.visual.named_parameters()}
+    assert any(bool(t.abs().sum() > 0) for t in tau.values())
+
+
+def test_no_coefficient_within_the_floor_raises_with_the_trial_table(
+    clip: ClipHandle, policy: UnlearningPolicy
+) -> None:
+    greedy = dataclasses.replace(policy, clean_floor=1.0, coef_step=8.0, coef_max=16.0, refine=0)
+    with pytest.raises(NotRemediated, match="no coefficient keeps clean accuracy >= 1 x") as err:
+        unlearn.remove(clip, task(clip), greedy)
+    coefs = [coef for coef, _, _ in err.value.trials]
+    assert coefs == [0.0, 8.0, 16.0]
+
+
+def test_unlabelled_probes_use_agreement_with_the_audited_model(
+    clip: ClipHandle, policy: UnlearningPolicy
+) -> None:
+    removal = unlearn.remove(
+        clip, task(clip, labelled=False), dataclasses.replace(policy, refine=0)
+    )
+    assert removal.patch.accuracy_kind == "agreement"
+    assert removal.patch.reference.clean_accuracy == 1.0  # θ_b agrees with itself
+    assert removal.patch.chosen.attack_success <= 0.1
+
+
+def test_coefficient_grid_and_planned_steps_follow_the_policy(policy: UnlearningPolicy) -> None:
+    pol = dataclasses.replace(policy, coef_step=0.5, coef_max=2.0, refine=1, steps=10)
+    assert unlearn.coefficient_grid(pol) == (0.5, 1.0, 1.5, 2.0)
+    assert unlearn.planned_steps(pol) == 2 * 10 + 4 + 2 + 1
+    assert unlearn.planned_steps(dataclasses.replace(pol, variant="paper")) == 10 + 4 + 2 + 1
