@@ -98,10 +98,11 @@ def test_patched_weights_keep_keys_and_dtypes_and_carry_provenance(
 ) -> None:
     source = quick_zoo / "patch-white-br-bag" / WEIGHTS_NAME
     with safe_open(str(source), "pt") as a, safe_open(str(estimated.out / WEIGHTS_NAME), "pt") as b:
-        assert set(a.keys()) == set(b.keys())
-        assert all(a.get_slice(k).get_dtype() == b.get_slice(k).get_dtype() for k in a.keys())
+        keys = list(a.keys())  # a safetensors handle, not a dict
+        assert set(keys) == set(b.keys())
+        assert all(a.get_slice(k).get_dtype() == b.get_slice(k).get_dtype() for k in keys)
         meta = b.metadata()
-        changed = {k for k in a.keys() if not a.get_tensor(k).equal(b.get_tensor(k))}
+        changed = {k for k in keys if not a.get_tensor(k).equal(b.get_tensor(k))}
     assert changed and all(k.startswith("visual.") for k in changed)  # only the image tower
     report = estimated.report
     assert meta["policy_sha256"] == report["policy_sha256"]
