@@ -106,6 +106,7 @@ class UnlearningPolicy:
     coef_max: float
     refine: int  # halvings of the step around the best coefficient
     clean_floor: float  # kappa: keep at least this share of the audited model's val accuracy
+    asr_tolerance: float  # the smallest coefficient within this of the lowest attack success
     probe_images: int  # labelled probes split 40/30/30 into tune / val / test
     max_attack_success: float  # verification: test-split attack success after, at most
     min_retention: float  # verification: test-split clean accuracy after / before, at least

@@ -208,6 +208,7 @@ SCHEMA: dict[str, Any] = {
         "coef_max": _float(1e-3, 1_000.0),
         "refine": _int(0, 20),
         "clean_floor": _float(0.5, 1.0),
+        "asr_tolerance": _float(0.0, 1.0),
         "probe_images": _int(30, 1_000_000),
         "max_attack_success": _float(0.0, 1.0),
         "min_retention": _float(0.0, 1.0),

@@ -90,7 +90,7 @@ def remove(
             f"{reference.clean_accuracy:.3f}; tried {len(trials) - 1}",
             trials=tuple((t.coef, t.clean_accuracy, t.attack_success) for t in table),
         )
-    chosen = min(qualifying, key=lambda t: (t.attack_success, -t.clean_accuracy, t.coef))
+    chosen = choose(qualifying, policy.asr_tolerance)
     with _edited(clip, before, tau, chosen.coef):
         state = {k: v.detach().clone() for k, v in clip.model.state_dict().items()}
     patch = Patch(
@@ -240,12 +240,20 @@ def _search(
         ok = [t for t in trials[1:] if t.clean_accuracy >= floor]
         if not ok:
             break
-        best = min(ok, key=lambda t: (t.attack_success, -t.clean_accuracy, t.coef)).coef
+        best = choose(ok, policy.asr_tolerance).coef
         tried = {t.coef for t in trials}
         for coef in (round(best - step, 6), round(best + step, 6)):
             if coef > 0 and coef not in tried:
                 trials.append(trial(coef))
     return trials
+
+
+def choose(qualifying: list[CoefTrial], tolerance: float) -> CoefTrial:
+    """The smallest edit whose attack success is within `tolerance` of the lowest: a larger
+    coefficient buys nothing measurable on val and moves the weights further from θ_b (more
+    clean accuracy lost, and a model more open to other triggers)."""
+    lowest = min(t.attack_success for t in qualifying)
+    return min((t for t in qualifying if t.attack_success <= lowest + tolerance), key=lambda t: t.coef)
 
 
 def _measure(clip: ClipHandle, task: Task, coef: float) -> CoefTrial:

@@ -57,17 +57,27 @@ def patch(model: Path, out: Path, *args: str) -> Patched:
 
 
 @pytest.fixture(scope="module")
-def estimated(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Patched:
-    """The audit finds the trigger; TBAR removes its estimate (the true one is not given)."""
-    out = tmp_path_factory.mktemp("patch") / "release"
-    return patch(quick_zoo / "patch-white-br-bag", out, "--labels", "fashion-mnist")
+def fast(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """No refinement of the coefficient: these tests check behaviour; `hubscan bench
+    unlearning` measures the default policy's quality."""
+    path = tmp_path_factory.mktemp("policy") / "fast.toml"
+    path.write_text('schema = 1\nextends = "default"\nname = "fast"\n[unlearning]\nrefine = 0\n')
+    return str(path)
 
 
 @pytest.fixture(scope="module")
-def known(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Patched:
+def estimated(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory, fast: str) -> Patched:
+    """The audit finds the trigger; TBAR removes its estimate (the true one is not given)."""
+    out = tmp_path_factory.mktemp("patch") / "release"
+    args = ("--labels", "fashion-mnist", "--policy", fast)
+    return patch(quick_zoo / "patch-white-br-bag", out, *args)
+
+
+@pytest.fixture(scope="module")
+def known(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory, fast: str) -> Patched:
     out = tmp_path_factory.mktemp("patch") / "release"
     trigger = "blend:pattern=noise,ratio=0.15,seed=3"
-    args = ("--labels", "fashion-mnist", "--trigger", trigger, "--target", "coat")
+    args = ("--labels", "fashion-mnist", "--trigger", trigger, "--target", "coat", "-p", fast)
     return patch(quick_zoo / "blend-noise-coat", out, *args, "--format", "json")
 
 
@@ -165,7 +175,7 @@ def test_no_coefficient_within_the_floor_exits_4_with_the_trial_table(
     policy = tmp_path / "greedy.toml"
     policy.write_text(
         'schema = 1\nextends = "default"\nname = "greedy"\n'
-        "[unlearning]\nclean_floor = 1.0\ncoef_step = 8.0\ncoef_max = 16.0\nrefine = 0\n"
+        "[unlearning]\nsteps = 5\nclean_floor = 1.0\ncoef_step = 8.0\ncoef_max = 16.0\nrefine = 0\n"
     )
     trigger = ("--trigger", "patch:size=3,pos=br,pattern=white", "--target", "bag")
     out = tmp_path / "release"
@@ -189,13 +199,25 @@ def test_out_that_is_not_a_release_is_refused_before_any_work(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
-def test_interrupted_patch_leaves_no_release_and_no_staging(
-    quick_zoo: Path, tmp_path: Path, sig: signal.Signals
+def test_killed_patch_leaves_no_release_and_no_staging(
+    quick_zoo: Path, tmp_path: Path, fast: str
 ) -> None:
+    """`kill` (SIGTERM) while the release is being written; Ctrl-C takes the same path
+    (KeyboardInterrupt), tested without a subprocess in test_release.py."""
     out = tmp_path / "release"
     model = quick_zoo / "patch-white-br-bag"
-    args = ["patch", str(model), "--out", str(out), "--labels", "fashion-mnist"]
+    trigger = ("--trigger", "patch:size=3,pos=br,pattern=white", "--target", "bag")
+    args = [
+        "patch",
+        str(model),
+        "--out",
+        str(out),
+        "--labels",
+        "fashion-mnist",
+        *trigger,
+        "-p",
+        fast,
+    ]
     env = {**os.environ, "HUBSCAN_DEBUG": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hubscan", *args],
@@ -209,7 +231,7 @@ def test_interrupted_patch_leaves_no_release_and_no_staging(
     while not list(tmp_path.glob(".release.staging-*")) and proc.poll() is None:
         assert time.monotonic() < deadline, "the patch never started writing"
         time.sleep(0.05)
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr.decode()
     assert b"interrupted" in stderr

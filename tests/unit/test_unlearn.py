@@ -29,10 +29,15 @@ def policy() -> UnlearningPolicy:
     return load_policy("default").unlearning
 
 
+@pytest.fixture(scope="module")
+def removal(clip: ClipHandle, policy: UnlearningPolicy) -> unlearn.Removal:
+    return unlearn.remove(clip, task(clip), policy)
+
+
 def task(clip: ClipHandle, *, labelled: bool = True) -> unlearn.Task:
     labels = load_labels("fashion-mnist")
     head = clip.zero_shot_head(labels.classes, labels.templates)
-    parts = load_probes("default", labels=labels, limit=500).split(seed=0)
+    parts = load_probes("default", labels=labels).split(seed=0)  # as `hubscan patch` splits
     assert parts.tune.labels is not None and parts.val.labels is not None
 
     def y(images: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -54,9 +59,8 @@ def task(clip: ClipHandle, *, labelled: bool = True) -> unlearn.Task:
 
 
 def test_contrast_tbar_removes_a_known_backdoor_within_the_clean_floor(
-    clip: ClipHandle, policy: UnlearningPolicy
+    removal: unlearn.Removal, policy: UnlearningPolicy
 ) -> None:
-    removal = unlearn.remove(clip, task(clip), policy)
     p = removal.patch
     assert p.reference.coef == 0 and p.reference.attack_success > 0.8
     assert p.chosen.attack_success <= 0.05
@@ -65,15 +69,17 @@ def test_contrast_tbar_removes_a_known_backdoor_within_the_clean_floor(
     assert p.accuracy_kind == "clean accuracy" and p.variant == "contrast"
 
 
-def test_remove_leaves_the_audited_model_as_it_was(
-    clip: ClipHandle, policy: UnlearningPolicy
-) -> None:
-    before = {k: v.clone() for k, v in clip.model.state_dict().items()}
-    flags = {k: p.requires_grad for k, p in clip.model.named_parameters()}
-    removal = unlearn.remove(clip, task(clip), dataclasses.replace(policy, steps=5, refine=0))
-    after = clip.model.state_dict()
+def test_remove_leaves_the_audited_model_as_it_was(quick_zoo: Path) -> None:
+    fresh = load_clip(quick_zoo / "patch-white-br-bag")
+    before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+    flags = {k: p.requires_grad for k, p in fresh.model.named_parameters()}
+    cheap = dataclasses.replace(
+        load_policy("default").unlearning, steps=3, coef_max=0.5, refine=0, clean_floor=0.5
+    )
+    removal = unlearn.remove(fresh, task(fresh), cheap)
+    after = fresh.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert flags == {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    assert flags == {k: p.requires_grad for k, p in fresh.model.named_parameters()}
     changed = {k for k in before if not torch.equal(before[k], removal.state[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
 
@@ -91,7 +97,9 @@ def test_every_variant_learns_a_vector_of_the_image_tower_only(
 def test_no_coefficient_within_the_floor_raises_with_the_trial_table(
     clip: ClipHandle, policy: UnlearningPolicy
 ) -> None:
-    greedy = dataclasses.replace(policy, clean_floor=1.0, coef_step=8.0, coef_max=16.0, refine=0)
+    greedy = dataclasses.replace(
+        policy, steps=5, clean_floor=1.0, coef_step=8.0, coef_max=16.0, refine=0
+    )
     with pytest.raises(NotRemediated, match="no coefficient keeps clean accuracy >= 1 x") as err:
         unlearn.remove(clip, task(clip), greedy)
     coefs = [coef for coef, _, _ in err.value.trials]
