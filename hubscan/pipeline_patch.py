@@ -111,7 +111,7 @@ def patch(
     refuse_if_blocked(run.scan, policy.fail_on)
     with timed("load", timings, progress):
         clip = load_clip(run.scan.snapshot.root, device=device, seed=seed)
-        inputs = _inputs(clip, label_set, labels is not None, probe_set, seed)
+        inputs = _inputs(clip, label_set, labels is not None, probe_set, policy, seed)
     if known is not None and known_target is not None and not estimate:
         removal = _Target(trigger=known, spec=known.spec, target=known_target, estimated=False)
     else:
@@ -138,22 +138,30 @@ def _probes(probes: str, label_set: LabelSet | None, policy: Policy, seed: int) 
     probe_set = load_probes(
         probes, labels=label_set, limit=policy.unlearning.probe_images, seed=seed
     )
-    need = policy.detection.probe_images + policy.detection.holdout_images
-    if len(probe_set) < 3 * need:  # each split must be large enough to audit on
-        raise ProbeError(
-            f"{len(probe_set)} probe images in {probe_set.source}; patching needs at least "
-            f"{3 * need} (tune, val and test splits of {need} or more)"
-        )
+    if label_set is None:  # label-free: the head is the vocabulary, the probes' labels are moot
+        probe_set = dataclasses.replace(probe_set, labels=None, classes=None)
     return probe_set
 
 
 def _inputs(
-    clip: ClipHandle, label_set: LabelSet, labels_given: bool, probe_set: ProbeSet, seed: int
+    clip: ClipHandle,
+    label_set: LabelSet,
+    labels_given: bool,
+    probe_set: ProbeSet,
+    policy: Policy,
+    seed: int,
 ) -> _Inputs:
     from hubscan.metrics import predict
 
     head = clip.zero_shot_head(label_set.classes, label_set.templates)
     parts = probe_set.split(seed=seed)
+    need = policy.detection.probe_images + policy.detection.holdout_images
+    if min(len(parts.tune), len(parts.test)) < need:  # both are audited
+        raise ProbeError(
+            f"{len(probe_set)} probe images in {probe_set.source} split into {len(parts.tune)} "
+            f"tune / {len(parts.val)} val / {len(parts.test)} test; patching audits the tune and "
+            f"test splits, which need {need} images each"
+        )
     labelled = probe_set.labels is not None
     splits = tuple(
         (p.images, p.labels if p.labels is not None else predict(clip, p.images, head))

@@ -253,7 +253,9 @@ def choose(qualifying: list[CoefTrial], tolerance: float) -> CoefTrial:
     coefficient buys nothing measurable on val and moves the weights further from θ_b (more
     clean accuracy lost, and a model more open to other triggers)."""
     lowest = min(t.attack_success for t in qualifying)
-    return min((t for t in qualifying if t.attack_success <= lowest + tolerance), key=lambda t: t.coef)
+    return min(
+        (t for t in qualifying if t.attack_success <= lowest + tolerance), key=lambda t: t.coef
+    )
 
 
 def _measure(clip: ClipHandle, task: Task, coef: float) -> CoefTrial:

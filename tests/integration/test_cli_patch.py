@@ -8,6 +8,7 @@ Each patch takes a while on CPU, so each runs once (module fixtures) and several
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from safetensors import safe_open
 from typer.testing import CliRunner
 
@@ -199,25 +201,18 @@ def test_out_that_is_not_a_release_is_refused_before_any_work(
 
 
 @pytest.mark.slow
-def test_killed_patch_leaves_no_release_and_no_staging(
-    quick_zoo: Path, tmp_path: Path, fast: str
-) -> None:
+def test_killed_patch_leaves_no_release_and_no_staging(quick_zoo: Path, tmp_path: Path) -> None:
     """`kill` (SIGTERM) while the release is being written; Ctrl-C takes the same path
     (KeyboardInterrupt), tested without a subprocess in test_release.py."""
     out = tmp_path / "release"
     model = quick_zoo / "patch-white-br-bag"
+    quick = tmp_path.parent / f"{tmp_path.name}-quick.toml"  # not in tmp_path: it must stay empty
+    quick.write_text(
+        'extends = "default"\n[unlearning]\nsteps = 5\nrefine = 0\nclean_floor = 0.5\ncoef_max = 1.0\n'
+    )
     trigger = ("--trigger", "patch:size=3,pos=br,pattern=white", "--target", "bag")
-    args = [
-        "patch",
-        str(model),
-        "--out",
-        str(out),
-        "--labels",
-        "fashion-mnist",
-        *trigger,
-        "-p",
-        fast,
-    ]
+    args = ["patch", str(model), "--out", str(out), "--labels", "fashion-mnist", *trigger]
+    args += ["--policy", str(quick)]
     env = {**os.environ, "HUBSCAN_DEBUG": "0"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "hubscan", *args],
@@ -236,3 +231,19 @@ def test_killed_patch_leaves_no_release_and_no_staging(
     assert proc.returncode == 130, stderr.decode()
     assert b"interrupted" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_too_few_probes_to_split_and_audit_is_one_line_and_no_verdict(
+    quick_zoo: Path, tmp_path: Path
+) -> None:
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    image = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(image, format="PNG")
+    for i in range(120):  # enough to audit once (76), not to split three ways and audit twice
+        (probes / f"{i}.png").write_bytes(image.getvalue())
+    out = tmp_path / "release"
+    result = patch(quick_zoo / "patch-white-br-bag", out, "--probes", str(probes))
+    assert result.code == ExitCode.NO_VERDICT, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "need 76 images each" in result.stderr
+    assert not out.exists()

@@ -30,8 +30,10 @@ def policy() -> UnlearningPolicy:
 
 
 @pytest.fixture(scope="module")
-def removal(clip: ClipHandle, policy: UnlearningPolicy) -> unlearn.Removal:
-    return unlearn.remove(clip, task(clip), policy)
+def cheap(policy: UnlearningPolicy) -> UnlearningPolicy:
+    """A few steps and a short grid: the mechanics, not the quality (test_cli_patch.py and
+    `hubscan bench unlearning` measure the default policy's removals)."""
+    return dataclasses.replace(policy, steps=5, coef_max=1.0, refine=0, clean_floor=0.5)
 
 
 def task(clip: ClipHandle, *, labelled: bool = True) -> unlearn.Task:
@@ -58,25 +60,16 @@ def task(clip: ClipHandle, *, labelled: bool = True) -> unlearn.Task:
     )
 
 
-def test_contrast_tbar_removes_a_known_backdoor_within_the_clean_floor(
-    removal: unlearn.Removal, policy: UnlearningPolicy
-) -> None:
-    p = removal.patch
-    assert p.reference.coef == 0 and p.reference.attack_success > 0.8
-    assert p.chosen.attack_success <= 0.05
-    assert p.chosen.clean_accuracy >= policy.clean_floor * p.reference.clean_accuracy
-    assert p.coef == p.chosen.coef > 0 and p.vector_norm > 0
-    assert p.accuracy_kind == "clean accuracy" and p.variant == "contrast"
-
-
 def test_remove_leaves_the_audited_model_as_it_was(quick_zoo: Path) -> None:
     fresh = load_clip(quick_zoo / "patch-white-br-bag")
     before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in fresh.model.named_parameters()}
     cheap = dataclasses.replace(
-        load_policy("default").unlearning, steps=3, coef_max=0.5, refine=0, clean_floor=0.5
+        load_policy("default").unlearning, steps=5, coef_max=1.0, refine=0, clean_floor=0.5
     )
     removal = unlearn.remove(fresh, task(fresh), cheap)
+    assert removal.patch.coef > 0 and removal.patch.vector_norm > 0
+    assert removal.patch.variant == "contrast" and removal.patch.accuracy_kind == "clean accuracy"
     after = fresh.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert flags == {k: p.requires_grad for k, p in fresh.model.named_parameters()}
@@ -107,14 +100,12 @@ def test_no_coefficient_within_the_floor_raises_with_the_trial_table(
 
 
 def test_unlabelled_probes_use_agreement_with_the_audited_model(
-    clip: ClipHandle, policy: UnlearningPolicy
+    clip: ClipHandle, cheap: UnlearningPolicy
 ) -> None:
-    removal = unlearn.remove(
-        clip, task(clip, labelled=False), dataclasses.replace(policy, refine=0)
-    )
-    assert removal.patch.accuracy_kind == "agreement"
-    assert removal.patch.reference.clean_accuracy == 1.0  # θ_b agrees with itself
-    assert removal.patch.chosen.attack_success <= 0.1
+    p = unlearn.remove(clip, task(clip, labelled=False), cheap).patch
+    assert p.accuracy_kind == "agreement"
+    assert p.reference.clean_accuracy == 1.0  # θ_b agrees with itself
+    assert p.chosen.clean_accuracy >= cheap.clean_floor
 
 
 def test_coefficient_grid_and_planned_steps_follow_the_policy(policy: UnlearningPolicy) -> None:
