@@ -208,7 +208,8 @@ def test_killed_patch_leaves_no_release_and_no_staging(quick_zoo: Path, tmp_path
     model = quick_zoo / "patch-white-br-bag"
     quick = tmp_path.parent / f"{tmp_path.name}-quick.toml"  # not in tmp_path: it must stay empty
     quick.write_text(
-        'extends = "default"\n[unlearning]\nsteps = 5\nrefine = 0\nclean_floor = 0.5\ncoef_max = 1.0\n'
+        'extends = "default"\n[unlearning]\n'
+        "steps = 5\nrefine = 0\nclean_floor = 0.5\ncoef_max = 1.0\n"
     )
     trigger = ("--trigger", "patch:size=3,pos=br,pattern=white", "--target", "bag")
     args = ["patch", str(model), "--out", str(out), "--labels", "fashion-mnist", *trigger]
