@@ -2,7 +2,7 @@
 
 Owns the removal metrics over a population (METHOD.md §2, §4): per backdoored model, clean
 accuracy and attack success of the true trigger on the test split before and after
-- TBAR with the known trigger, for every trigger-vector variant (`contrast`, `paper`, `mixed`),
+- TBAR with the known trigger, with the default `contrast` vector and the paper's own,
 - TBAR with the trigger the audit estimated (the true trigger is only measured),
 - two fine-tuning baselines on the same tune images and the same number of gradient steps:
   clean images with their true labels, and stamped images with their true labels (Neural
@@ -32,8 +32,10 @@ from hubscan.records import Comparison, Patch, RunReport
 
 Tick = Callable[[str], None]  # told "<model>: <method>" as each run starts
 LABELS = "fashion-mnist"
-VARIANTS = ("contrast", "paper", "mixed")
-BASELINE_LRS = (1e-4, 3e-4, 1e-3)
+# `mixed` stays a policy choice but is left out of the benchmark's time budget: METHOD.md §4
+# measured clean pairs mixed into the fine-tune as worse than the plain paper vector.
+VARIANTS = ("contrast", "paper")
+BASELINE_LRS = (1e-4, 1e-3)
 BASELINES = ("clean-ft", "trigger-true-ft")
 
 

@@ -109,13 +109,14 @@ def bench_unlearning(
         "benchmarks"
     ),
 ) -> None:
-    """TBAR on every backdoored zoo model (known and estimated trigger, every vector variant)
+    """TBAR on every backdoored zoo model (known trigger with two vectors, estimated trigger)
     against two fine-tuning baselines; the coefficient curves as figures."""
     from hubscan import bench_unlearning
 
     def body() -> int:
         with progress_bars() as bars:
-            tick = bars("runs", 6 * _zoo_size(zoo, kinds=("backdoored",)))
+            runs = len(bench_unlearning.VARIANTS) + 1 + len(bench_unlearning.BASELINES)
+            tick = bars("runs", runs * _zoo_size(zoo, kinds=("backdoored",)))
             result = bench_unlearning.run_unlearning_bench(
                 zoo=zoo,
                 out=out,
