@@ -25,6 +25,7 @@ def test_demo_audits_patches_and_releases_a_small_backdoored_model(tmp_path: Pat
     report = json.loads((out / "report.json").read_text())
     estimated, true = report["verification"]["comparisons"]
     assert (estimated["source"], true["source"]) == ("estimated", "known")
-    assert true["trigger"] == "patch:size=3,pos=tl,pattern=checker" and true["target"] == "trouser"
+    assert true["trigger"].startswith("patch:size=3,pos=tl,pattern=checker")  # canonical spec
+    assert true["target"] == "trouser"
     assert true["before"]["attack_success"] > 0.8 > 0.1 >= true["after"]["attack_success"]
     assert report["verification"]["passed"]
