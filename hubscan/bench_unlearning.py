@@ -48,20 +48,26 @@ def run_unlearning_bench(
     models = [
         m for m in json.loads(manifest_path.read_text())["models"] if m["kind"] == "backdoored"
     ]
-    rows = []
+    # One model of each family first: the pages are rewritten after every model, so a run cut
+    # short still covers every family.
+    firsts = {m["family"]: m["name"] for m in reversed(models)}
+    models.sort(key=lambda m: m["name"] not in firsts.values())
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hubscan-bench-") as scratch:
         for m in models:
             rows.append(_model_row(zoo / m["name"], m, policy, Path(scratch), tick))
-    result = {
-        "command": command,
-        "hubscan": __version__,
-        "policy": policy.name,
-        "policy_sha256": policy.sha256,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "models": rows,
-        "summary": _summary(rows),
-    }
-    _write(out, result)
+            result = {
+                "command": command,
+                "hubscan": __version__,
+                "policy": policy.name,
+                "policy_sha256": policy.sha256,
+                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                "complete": len(rows) == len(models),
+                "models": rows,
+                "summary": _summary(rows),
+            }
+            _write(out, result)
     return result
 
 

@@ -70,6 +70,11 @@ def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
         "not detected, or no coefficient within the floor) counts with its attack success "
         "unchanged.",
         "",
+        *(
+            []
+            if result.get("complete", True)
+            else ["**Partial run:** the models below are all that were measured.", ""]
+        ),
         "## Summary",
         "",
         "| method | models patched | mean attack success after | mean retention |",

@@ -1,0 +1,93 @@
+"""bench_unlearning: the means a row set gives, and the page and figures drawn from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from hubscan.bench_unlearning import _summary
+from hubscan.bench_unlearning_report import figures, markdown
+
+
+def result(
+    name: str, family: str, tbar: dict[str, Any], estimated: dict[str, Any]
+) -> dict[str, Any]:
+    curve = [[0.0, 0.9, 0.95], [0.5, 0.89, 0.3], [1.0, 0.88, 0.01]]
+    return {
+        "name": name,
+        "family": family,
+        "trigger": "patch:size=3",
+        "target": "bag",
+        "methods": {
+            "tbar-known-contrast": {
+                "status": "released",
+                "seconds": 30.0,
+                "coef": 1.0,
+                "reaudit": "pass",
+                "curve": curve,
+                **tbar,
+            },
+            "tbar-estimated": estimated,
+        },
+    }
+
+
+ROWS = [
+    result(
+        "patch-a",
+        "patch",
+        {"ca_before": 0.9, "asr_before": 0.98, "ca_after": 0.88, "asr_after": 0.02},
+        {
+            "status": "released",
+            "seconds": 40.0,
+            "ca_before": 0.9,
+            "asr_before": 0.98,
+            "ca_after": 0.9,
+            "asr_after": 0.04,
+            "curve": [[0.0, 0.9, 0.9]],
+        },
+    ),
+    result(
+        "warp-a",
+        "warp",
+        {"ca_before": 0.8, "asr_before": 0.9, "ca_after": 0.8, "asr_after": 0.0},
+        {"status": "not detected", "seconds": 10.0},
+    ),
+]
+
+
+def test_unpatched_models_count_with_their_attack_success_unchanged() -> None:
+    summary = _summary(ROWS)
+    est = summary["tbar-estimated"]
+    assert est["all"]["patched"] == 1 and est["all"]["models"] == 2
+    assert est["all"]["mean_asr_after"] == round((0.04 + 0.9) / 2, 4)
+    assert est["warp"] == {"models": 1, "patched": 0, "mean_asr_after": 0.9, "mean_retention": 1.0}
+    known = summary["tbar-known-contrast"]["all"]
+    assert known["mean_asr_after"] == 0.01
+    assert known["mean_retention"] == round((0.88 / 0.9 + 1.0) / 2, 4)
+
+
+def test_page_and_figures_show_every_method_and_family(tmp_path: Path) -> None:
+    res = {
+        "command": "hubscan bench unlearning --zoo z",
+        "hubscan": "0",
+        "policy": "default",
+        "machine": {"cpus": 2},
+        "complete": False,
+        "models": ROWS,
+        "summary": _summary(ROWS),
+    }
+    names = figures(res, tmp_path)
+    assert names == [
+        "unlearning-alpha-patch.png",
+        "unlearning-alpha-warp.png",
+        "unlearning-alpha-variants.png",
+    ]
+    assert all(Image.open(tmp_path / n).size[0] > 0 for n in names)
+    page = markdown(res, names)
+    assert "**Partial run:**" in page and "`hubscan bench unlearning --zoo z`" in page
+    assert "| warp-a | 80.0% / 90.0% | 80.0% / 0.0% | not detected |" in page
+    assert "| TBAR, estimated trigger (audit's inversion; true trigger measured) | 1/2 |" in page
+    assert all(f"![{n}]({n})" in page for n in names)
