@@ -109,6 +109,10 @@ def _tbar(
     except NotRemediated as err:
         if not isinstance(err.run, RunReport):
             raise
+        if err.run.patch is None:  # no coefficient kept clean accuracy: nothing was patched
+            curve = [list(t) for t in err.trials]
+            seconds = round(time.perf_counter() - start, 2)
+            return {"status": "no coefficient within the floor", "seconds": seconds, "curve": curve}
         run, status = err.run, "not remediated"
     seconds = round(time.perf_counter() - start, 2)
     if run.patch is None or run.verification is None:  # the audit found nothing to remove
