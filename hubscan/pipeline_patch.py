@@ -267,7 +267,7 @@ def _remove(
                 inputs.clip,
                 stage,
                 checks=_checks(task, measured, classes),
-                test=verify.TestSplit(
+                test=verify.VerifySplit(
                     images=test,
                     labels=test_y,
                     labelled=inputs.labelled,

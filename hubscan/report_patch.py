@@ -87,7 +87,7 @@ def render_human(run: RunReport, console: Console) -> None:
 def render_trials(trials: Sequence[tuple[float, float, float]], console: Console) -> None:
     """The coefficient table NotRemediated carries: why no coefficient qualified."""
     table = Table(title="TBAR coefficients tried (val split)")
-    for column in ("coefficient", "clean accuracy", "attack success"):
+    for column in ("coefficient", "accuracy (or agreement)", "attack success"):
         table.add_column(column, justify="right")
     for coef, clean, attack in trials:
         table.add_row(f"{coef:g}", f"{clean:.1%}", f"{attack:.1%}")

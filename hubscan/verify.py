@@ -39,7 +39,7 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class TestSplit:
+class VerifySplit:
     images: torch.Tensor
     labels: torch.Tensor  # classes, or the audited model's predictions (unlabelled probes)
     labelled: bool
@@ -53,7 +53,7 @@ def verify(
     root: Path,
     *,
     checks: Sequence[Check],
-    test: TestSplit,
+    test: VerifySplit,
     policy: Policy,
     seed: int = 0,
     tick: Tick | None = None,
@@ -93,7 +93,7 @@ def verify(
     )
 
 
-def _metrics(clip: ClipHandle, test: TestSplit, head: torch.Tensor, check: Check) -> Metrics:
+def _metrics(clip: ClipHandle, test: VerifySplit, head: torch.Tensor, check: Check) -> Metrics:
     x, y = test.images, test.labels
     return Metrics(
         clean_accuracy=round(clean_accuracy(clip, x, y, head), 4),

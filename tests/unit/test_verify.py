@@ -11,7 +11,7 @@ from hubscan.model import CONFIG_NAME, WEIGHTS_NAME, ClipHandle, load_clip
 from hubscan.policy import load_policy
 from hubscan.probes import load_labels, load_probes
 from hubscan.triggers import parse_trigger
-from hubscan.verify import Check, TestSplit, verify
+from hubscan.verify import Check, VerifySplit, verify
 
 TRIGGER, TARGET = "patch:size=3,pos=br,pattern=white", "bag"
 
@@ -21,11 +21,11 @@ def clip(quick_zoo: Path) -> ClipHandle:
     return load_clip(quick_zoo / "patch-white-br-bag")
 
 
-def split() -> TestSplit:
+def split() -> VerifySplit:
     labels = load_labels("fashion-mnist")
     test = load_probes("default", labels=labels, limit=1000).split(seed=0).test
     assert test.labels is not None
-    return TestSplit(
+    return VerifySplit(
         images=test.images,
         labels=test.labels,
         labelled=True,
