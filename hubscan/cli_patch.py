@@ -25,10 +25,10 @@ from hubscan.cli_common import (
     emit,
     err_console,
     live,
-    policy_with,
     run_command,
 )
 from hubscan.errors import ExitCode, NotRemediated
+from hubscan.policy import load_policy
 
 OutOpt = Annotated[
     Path, typer.Option("--out", help="release directory (written whole, or not at all)")
@@ -69,7 +69,7 @@ def patch(
     def body() -> int:
         from hubscan import pipeline_patch
 
-        pol = policy_with(policy, None)
+        pol = load_policy(policy)
         try:
             with live() as (progress, bars):
                 run = pipeline_patch.patch(
@@ -117,7 +117,7 @@ def demo(
         with live() as (progress, live_bars):
             run = pipeline_patch.patch(
                 str(model.root),
-                policy=policy_with("default", None),
+                policy=load_policy("default"),
                 out=out,
                 labels=zoo.LABELS,
                 trigger=model.trigger,

@@ -28,6 +28,8 @@ from hubscan.scan import scan_snapshot
 if TYPE_CHECKING:
     import torch
 
+    from hubscan import invert
+    from hubscan.model import ClipHandle
     from hubscan.probes import LabelSet
     from hubscan.trigger_base import Trigger
 
@@ -147,9 +149,7 @@ def audit(
     backdoor is suspected, NO_VERDICT when no weights were scanned. With `out`, the run directory
     gets trigger-<family>.safetensors and .png per searched family, then report.json.
     """
-    from hubscan import invert
     from hubscan.model import load_clip, refuse_if_blocked
-    from hubscan.search import planned_steps
 
     started = datetime.now(UTC).isoformat(timespec="seconds")
     check_device(device)
@@ -166,20 +166,8 @@ def audit(
     refuse_if_blocked(run.scan, policy.fail_on)
     with timed("load", timings, progress):
         clip = load_clip(run.scan.snapshot.root, device=device, seed=seed)
-    det = policy.detection
-    total = len(det.families) * planned_steps(len(label_set.classes), det)
     with timed("detect", timings, progress):
-        tick = None if bars is None else bars("trigger inversion", total)
-        outcome = invert.detect(
-            clip,
-            images,
-            classes=label_set.classes,
-            templates=label_set.templates,
-            labelled=labels is not None,
-            policy=det,
-            seed=seed,
-            tick=tick,
-        )
+        outcome = detect(clip, images, label_set, labels is not None, policy, seed, bars)
     detection = outcome.detection
     if out is not None:
         (out / REPORT_NAME).unlink(missing_ok=True)  # a stale report must not describe new files
@@ -189,6 +177,33 @@ def audit(
     verdict = Verdict.FAIL if detection.verdict is Verdict.FAIL else Verdict.PASS
     run = dataclasses.replace(run, verdict=verdict, timings=tuple(timings), detection=detection)
     return _finish(run, out)
+
+
+def detect(
+    clip: ClipHandle,
+    images: torch.Tensor,
+    label_set: LabelSet,
+    labels_given: bool,
+    policy: Policy,
+    seed: int,
+    bars: Bars | None,
+) -> invert.Outcome:
+    """invert.detect with a progress bar sized by the search's planned steps (audit and patch)."""
+    from hubscan import invert
+    from hubscan.search import planned_steps
+
+    det = policy.detection
+    total = len(det.families) * planned_steps(len(label_set.classes), det)
+    return invert.detect(
+        clip,
+        images,
+        classes=label_set.classes,
+        templates=label_set.templates,
+        labelled=labels_given,
+        policy=det,
+        seed=seed,
+        tick=None if bars is None else bars("trigger inversion", total),
+    )
 
 
 def _detection_inputs(

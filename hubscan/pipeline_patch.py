@@ -23,6 +23,7 @@ from hubscan.pipeline import (
     Bars,
     Progress,
     check_device,
+    detect,
     target_index,
     timed,
 )
@@ -181,26 +182,8 @@ def _detect(
     run: RunReport, inputs: _Inputs, policy: Policy, seed: int, bars: Bars | None
 ) -> tuple[RunReport, _Target | None]:
     """The audit, on the tune split (the test split stays unseen until verification)."""
-    from hubscan import invert
-    from hubscan.search import planned_steps
-
-    det = policy.detection
-    classes = inputs.label_set.classes
-    tick = (
-        None
-        if bars is None
-        else bars("trigger inversion", len(det.families) * planned_steps(len(classes), det))
-    )
-    outcome = invert.detect(
-        inputs.clip,
-        inputs.splits[0][0],
-        classes=classes,
-        templates=inputs.label_set.templates,
-        labelled=inputs.labels_given,
-        policy=det,
-        seed=seed,
-        tick=tick,
-    )
+    images, classes = inputs.splits[0][0], inputs.label_set.classes
+    outcome = detect(inputs.clip, images, inputs.label_set, inputs.labels_given, policy, seed, bars)
     detection = outcome.detection
     run = dataclasses.replace(run, detection=detection)
     if detection.verdict is not Verdict.FAIL or detection.family is None:
