@@ -1,7 +1,7 @@
 """Frozen records passed between pipeline stages.
 
 Owns the data shapes only: fields are str/int/float/bool/Path/enums/tuples/records, so every record
-serializes through `report.to_jsonable`. Must never import torch or any third-party library;
+serializes through `jsonio.to_jsonable`. Must never import torch or any third-party library;
 tensors stay in files that records point to by path and sha256.
 """
 

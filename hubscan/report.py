@@ -8,11 +8,8 @@ one serializer of records.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +17,7 @@ from rich.table import Table
 
 from hubscan import report_detection, report_patch
 from hubscan.codes import CODES
+from hubscan.jsonio import to_jsonable as to_jsonable
 from hubscan.records import Evaluation, RunReport, Severity, Verdict
 
 JSON_SCHEMA_VERSION = 1
@@ -50,21 +48,6 @@ _STYLE = {
     Severity.INFO: "dim",
 }
 _VERDICT_TEXT = {Verdict.PASS: "PASS", Verdict.FAIL: "FAIL", Verdict.NO_VERDICT: "NO VERDICT"}
-
-
-def to_jsonable(value: Any) -> Any:
-    """Records -> JSON values: Path -> str, Severity -> its label, Enum -> value, tuple -> list."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Severity):
-        return value.label
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [to_jsonable(v) for v in value]
-    return value
 
 
 def render_json(run: RunReport) -> str:
