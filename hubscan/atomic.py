@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target's directory, then a rename.
+"""Atomic file writes (a temp file in the target's directory, then a rename) and where hubscan's
+own caches live.
 
 Owns the one way hubscan writes outputs, so an interrupted run never leaves half a file where a
 reader (a user, CI, the next stage) would take it for a whole one. Standard library only.
@@ -10,6 +11,13 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def cache_root() -> Path:
+    """Trained models and audit results live outside the checkout: HUBSCAN_CACHE, else
+    ~/.cache/hubscan."""
+    env = os.environ.get("HUBSCAN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "hubscan"
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> None:

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hubscan import __version__, pipeline, report
+from hubscan import __version__, pipeline, pipeline_gate, report
 from hubscan.cli_bench import bench_app, zoo_app
 from hubscan.cli_common import (
     VERDICT_EXIT,
@@ -34,14 +34,17 @@ from hubscan.cli_common import (
     RefArg,
     SeedOpt,
     emit,
+    emit_batch,
+    err_console,
     live,
     policy_with,
     run_command,
     stages,
 )
 from hubscan.cli_patch import demo, patch
-from hubscan.errors import ExitCode
+from hubscan.errors import ExitCode, UsageError
 from hubscan.policy import load_policy
+from hubscan.records import BatchReport, RunReport
 
 EXIT_CODES = """\
 Exit codes:
@@ -91,9 +94,46 @@ def scan(
     run_command(body, debug=debug)
 
 
+ModelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--models",
+        help="a models.lock (one org/name@<commit sha> per line): audit each, one combined "
+        "report, one SARIF run per model",
+    ),
+]
+ExitZeroOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exit-zero", help="report only: exit 0 when the gate fails (3, 4 and 5 still fail)"
+    ),
+]
+SummaryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary",
+        help="append a Markdown job summary (under 1 MiB) to FILE, e.g. $GITHUB_STEP_SUMMARY",
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="probe again even when the audit cache holds a result for this commit, policy, "
+        "hubscan version and inputs",
+    ),
+]
+
+
 @app.command()
 def audit(
-    ref: RefArg,
+    ref: Annotated[
+        str | None,
+        typer.Argument(
+            help="org/name, org/name@REV (branch, tag or commit sha), or a directory; "
+            "or use --models"
+        ),
+    ] = None,
     labels: Annotated[
         str | None,
         typer.Option(
@@ -102,41 +142,77 @@ def audit(
             "(default: none, label-free over the policy's vocabulary)",
         ),
     ] = None,
+    models: ModelsOpt = None,
     probes: ProbesOpt = "default",
     policy: PolicyOpt = "default",
     fail_on: FailOnOpt = None,
+    exit_zero: ExitZeroOpt = False,
     format: FormatOpt = Format.human,
     output: OutputOpt = None,
+    summary: SummaryOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="run directory: report.json and the estimated triggers"),
+        typer.Option(
+            "--out",
+            help="run directory: report.json and the estimated triggers (with --models, one "
+            "sub-directory per model)",
+        ),
     ] = None,
+    no_cache: NoCacheOpt = False,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     offline: OfflineOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Scan, load and probe a checkpoint for a backdoor by trigger inversion (the gate)."""
+    """Scan, load and probe a checkpoint (or every model of a models.lock) for a backdoor by
+    trigger inversion: the gate."""
 
     def body() -> int:
+        if (ref is None) == (models is None):
+            raise UsageError("give one model REF or --models FILE (not both, not neither)")
         pol = policy_with(policy, fail_on)
         with live() as (progress, bars):
-            run = pipeline.audit(
-                ref,
-                policy=pol,
-                labels=labels,
-                probes=probes,
-                offline=offline or None,
-                device=device,
-                seed=seed,
-                out=out,
-                progress=progress,
-                bars=bars,
-            )
-        emit(run, format, output)
-        return VERDICT_EXIT[run.verdict]
+            if models is not None:
+                result: RunReport | BatchReport = pipeline_gate.audit_models(
+                    models,
+                    policy=pol,
+                    labels=labels,
+                    probes=probes,
+                    offline=offline or None,
+                    device=device,
+                    seed=seed,
+                    out=out,
+                    use_cache=not no_cache,
+                    started=_announce,
+                    progress=progress,
+                    bars=bars,
+                )
+            else:
+                result = pipeline.audit(
+                    ref or "",
+                    policy=pol,
+                    labels=labels,
+                    probes=probes,
+                    offline=offline or None,
+                    device=device,
+                    seed=seed,
+                    out=out,
+                    use_cache=not no_cache,
+                    progress=progress,
+                    bars=bars,
+                )
+        if isinstance(result, BatchReport):
+            emit_batch(result, format, output, summary)
+        else:
+            emit(result, format, output, summary)
+        code = VERDICT_EXIT[result.verdict]
+        return ExitCode.OK if exit_zero and code is ExitCode.FINDINGS else code
 
     run_command(body, debug=debug)
+
+
+def _announce(index: int, total: int, ref: str) -> None:
+    err_console.print(f"[{index + 1}/{total}] {ref}", markup=False, highlight=False)
 
 
 @app.command("eval")

@@ -22,11 +22,11 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from hubscan import pipeline, report
+from hubscan import pipeline, report, report_batch
 from hubscan.atomic import write_text_atomic
-from hubscan.errors import ExitCode, HubscanError
+from hubscan.errors import ExitCode, HubscanError, UsageError
 from hubscan.policy import Policy, load_policy, with_fail_on
-from hubscan.records import RunReport, Severity, Verdict
+from hubscan.records import BatchReport, RunReport, Severity, Verdict
 
 err_console = Console(stderr=True)
 
@@ -134,18 +134,51 @@ def render_run(run: RunReport, fmt: Format, *, to_file: bool) -> str:
     if fmt is Format.markdown:
         return report.render_markdown(run)
     buffer = io.StringIO()
-    # A terminal gets colour; a file gets plain text at a fixed width.
-    console = (
-        Console(file=buffer, width=120, no_color=True)
-        if to_file
-        else Console(file=buffer, force_terminal=sys.stdout.isatty(), width=Console().width)
-    )
-    report.render_human(run, console)
+    report.render_human(run, _console(buffer, to_file=to_file))
     return buffer.getvalue()
 
 
-def emit(run: RunReport, fmt: Format, output: Path | None) -> None:
-    text = render_run(run, fmt, to_file=output is not None)
+def _console(buffer: io.StringIO, *, to_file: bool) -> Console:
+    """A terminal gets colour; a file gets plain text at a fixed width."""
+    if to_file:
+        return Console(file=buffer, width=120, no_color=True)
+    return Console(file=buffer, force_terminal=sys.stdout.isatty(), width=Console().width)
+
+
+def emit(run: RunReport, fmt: Format, output: Path | None, summary: Path | None = None) -> None:
+    _write(render_run(run, fmt, to_file=output is not None), output)
+    if summary is not None:
+        append_summary(summary, report.render_markdown(run))
+
+
+def emit_batch(
+    batch: BatchReport, fmt: Format, output: Path | None, summary: Path | None = None
+) -> None:
+    if fmt is Format.json:
+        text = report_batch.render_json(batch)
+    elif fmt is Format.sarif:
+        text = report_batch.render_sarif(batch)
+    elif fmt is Format.markdown:
+        text = report_batch.render_markdown(batch)
+    else:
+        buffer = io.StringIO()
+        report_batch.render_human(batch, _console(buffer, to_file=output is not None))
+        text = buffer.getvalue()
+    _write(text, output)
+    if summary is not None:
+        append_summary(summary, report_batch.render_markdown(batch))
+
+
+def append_summary(path: Path, markdown: str) -> None:
+    """Append to a job summary file ($GITHUB_STEP_SUMMARY is appended to by every step)."""
+    try:
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(markdown)
+    except OSError as err:
+        raise UsageError(f"cannot write the summary to {path}: {err.strerror or err}") from err
+
+
+def _write(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
     else:

@@ -79,6 +79,10 @@ class ProbeError(NoVerdict):
     """Probe images or a label set are missing or invalid."""
 
 
+class LockFileError(NoVerdict):
+    """A models file (models.lock) cannot be read or has a line that is not org/name@sha."""
+
+
 class BudgetExhausted(NoVerdict):
     """Trigger inversion ran out of its time budget before it could decide."""
 

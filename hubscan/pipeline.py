@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hubscan import __version__, report
+from hubscan import __version__, audit_cache, report
 from hubscan.atomic import write_text_atomic
 from hubscan.errors import ProbeError, UsageError
 from hubscan.fetch import fetch_snapshot, parse_ref
@@ -37,6 +39,7 @@ Progress = Callable[[str], None]  # told the name of each stage as it starts
 Tick = Callable[[int], None]  # told how many steps of a long stage just finished
 Bars = Callable[[str, int], Tick]  # told a long stage's name and total steps; returns its tick
 REPORT_NAME = "report.json"
+COMMIT = re.compile(r"[0-9a-f]{40}")
 STAMPED_IN_PNG = 4  # probe images shown stamped beside each estimated trigger
 
 
@@ -138,6 +141,7 @@ def audit(
     device: str = "cpu",
     seed: int = 0,
     out: Path | None = None,
+    use_cache: bool = True,
     progress: Progress | None = None,
     bars: Bars | None = None,
 ) -> RunReport:
@@ -148,6 +152,10 @@ def audit(
     no labels. The verdict is FAIL when the scan blocks loading (then nothing is loaded) or a
     backdoor is suspected, NO_VERDICT when no weights were scanned. With `out`, the run directory
     gets trigger-<family>.safetensors and .png per searched family, then report.json.
+
+    With `use_cache`, a finished audit of the same commit with the same policy, hubscan version
+    and inputs is read back from the audit cache instead of probed again; a ref pinned to a
+    commit is looked up before anything is fetched.
     """
     from hubscan.model import load_clip, refuse_if_blocked
 
@@ -158,12 +166,21 @@ def audit(
     timings: list[Timing] = []
     with timed("probes", timings, progress):
         label_set, images = _detection_inputs(labels, probes, policy.detection, seed)
+    keyed = _AuditInputs(policy, label_set, images, seed, device) if use_cache else None
+    pinned = _pinned(ref)
+    early = None if keyed is None or pinned is None else keyed.key(*pinned)
+    if early is not None and (hit := _cached_run(early, out, None)) is not None:
+        return hit
     run = scan(ref, policy=policy, offline=offline, progress=progress)
     timings += run.timings
     run = dataclasses.replace(run, started=started, timings=tuple(timings))
     if run.verdict is not Verdict.PASS:  # blocked, or no weights: there is nothing to load
         return _finish(run, out)
     refuse_if_blocked(run.scan, policy.fail_on)
+    snap = run.scan.snapshot
+    key = None if keyed is None or snap.commit is None else keyed.key(snap.repo_id, snap.commit)
+    if key is not None and early is None and (hit := _cached_run(key, out, run)) is not None:
+        return hit
     with timed("load", timings, progress):
         clip = load_clip(run.scan.snapshot.root, device=device, seed=seed)
     with timed("detect", timings, progress):
@@ -175,8 +192,68 @@ def audit(
             artifacts = _write_triggers(out, outcome.estimates, images[:STAMPED_IN_PNG])
         detection = dataclasses.replace(detection, triggers=artifacts)
     verdict = Verdict.FAIL if detection.verdict is Verdict.FAIL else Verdict.PASS
-    run = dataclasses.replace(run, verdict=verdict, timings=tuple(timings), detection=detection)
-    return _finish(run, out)
+    run = _finish(
+        dataclasses.replace(run, verdict=verdict, timings=tuple(timings), detection=detection),
+        out,
+    )
+    if key is not None:
+        audit_cache.store(key, run, out)
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class _AuditInputs:
+    """What besides the commit decides an audit's result: the parts of its cache key."""
+
+    policy: Policy
+    label_set: LabelSet
+    images: torch.Tensor
+    seed: int
+    device: str
+
+    def key(self, repo_id: str, commit: str) -> audit_cache.AuditKey:
+        labels = json.dumps([self.label_set.classes, self.label_set.templates])
+        pixels = self.images.detach().cpu().contiguous().numpy().tobytes()
+        return audit_cache.AuditKey(
+            repo_id=repo_id,
+            commit=commit,
+            policy_sha256=self.policy.sha256,
+            fail_on=self.policy.fail_on.label,
+            tool_version=__version__,
+            labels_sha256=hashlib.sha256(labels.encode()).hexdigest(),
+            probes_sha256=hashlib.sha256(pixels).hexdigest(),
+            seed=self.seed,
+            device=self.device,
+        )
+
+
+def _pinned(ref: str) -> tuple[str, str] | None:
+    """(repo id, commit) when `ref` names a Hub commit: its audit can be found before fetching."""
+    parsed = parse_ref(ref)
+    revision = parsed.revision
+    if parsed.local_path is not None or revision is None or not COMMIT.fullmatch(revision):
+        return None
+    return parsed.repo_id, revision
+
+
+def _cached_run(
+    key: audit_cache.AuditKey, out: Path | None, scanned: RunReport | None
+) -> RunReport | None:
+    """The cached audit for `key`, its trigger files copied into `out`; None on a miss. With a
+    fresh scan at hand, a cached run whose files hashed differently is a miss too."""
+    cached = audit_cache.lookup(key, with_triggers=out is not None)
+    if cached is None or cached.detection is None:
+        return None
+    if scanned is not None and _digests(cached) != _digests(scanned):
+        return None
+    if out is not None:
+        (out / REPORT_NAME).unlink(missing_ok=True)
+        audit_cache.copy_triggers(cached.detection.triggers, audit_cache.entry_dir(key), out)
+    return _finish(dataclasses.replace(cached, cached=True), out)
+
+
+def _digests(run: RunReport) -> dict[str, str | None]:
+    return {f.path: f.sha256 for f in run.scan.snapshot.files}
 
 
 def detect(

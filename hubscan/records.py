@@ -286,6 +286,33 @@ class RunReport:
     patch: Patch | None = None
     verification: Verification | None = None
     release: Release | None = None
+    cached: bool = False  # read back from the audit results cache; `started` is the original run
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelResult:
+    """One model of `hubscan audit --models`: its run, or why there is none."""
+
+    ref: str  # as the models file gives it
+    line: int  # 1-based line in the models file
+    verdict: Verdict
+    exit_code: int  # what a single `hubscan audit REF` would have exited with
+    run: RunReport | None = None
+    error: str | None = None  # one line, when the audit raised
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchReport:
+    """`hubscan audit --models FILE`: one combined report."""
+
+    tool_version: str
+    policy_name: str
+    policy_sha256: str
+    models_file: str
+    started: str  # ISO 8601, UTC
+    verdict: Verdict  # FAIL if any model fails, else NO_VERDICT if any has none, else PASS
+    results: tuple[ModelResult, ...]
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

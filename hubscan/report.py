@@ -194,6 +194,7 @@ def render_markdown(run: RunReport) -> str:
         f"**{run.fail_on.label}** and above",
         f"- files: {len(snap.files)} listed, {len(run.scan.scanned)} scanned, "
         f"{len(run.scan.weights_scanned)} weight files; {len(findings)} findings",
+        *([f"- cached: the result of the audit started {run.started}"] if run.cached else []),
         "",
     ]
     if findings:
@@ -241,6 +242,8 @@ def render_human(run: RunReport, console: Console) -> None:
         + " · ".join(f"{t.stage} {t.seconds:.2f}s" for t in run.timings),
         style="dim",
     )
+    if run.cached:
+        console.print(f"cached: the result of the audit started {run.started}", style="dim")
     if run.verdict is Verdict.NO_VERDICT:
         console.print("no weights were scanned, so this is not a clean result", style="yellow")
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from hubscan import __version__
+from hubscan.atomic import cache_root
 from hubscan.errors import ProbeError, UsageError
 from hubscan.metrics import attack_success, clean_accuracy
 from hubscan.model import ClipHandle, handle_from_model, load_clip, save_clip
@@ -144,12 +145,6 @@ def demo_model(*, progress: Progress | None = None) -> DemoModel:
 
     root = _cached(recipe_key("demo", base_key, FINETUNE, DEMO), build, trained)
     return DemoModel(root=root, trigger=str(DEMO.trigger), target=str(DEMO.target))
-
-
-def cache_root() -> Path:
-    """Trained models live outside the checkout: HUBSCAN_CACHE, else ~/.cache/hubscan."""
-    env = os.environ.get("HUBSCAN_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "hubscan"
 
 
 def recipe_key(*parts: object) -> str:

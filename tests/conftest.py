@@ -26,6 +26,17 @@ import pytest  # noqa: E402
 from tests.support.fake_hub import FakeHub  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def audit_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Each test gets an empty audit results cache: a cached verdict from another test (or from
+    the user's own runs) must never decide a test's outcome."""
+    folder = tmp_path_factory.mktemp("audit-cache")
+    monkeypatch.setenv("HUBSCAN_AUDIT_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture
 def fake_hub() -> Iterator[FakeHub]:
     """A fake Hub HTTP server on 127.0.0.1 for the real huggingface_hub client."""
