@@ -42,6 +42,7 @@ from hubscan.cli_common import (
     stages,
 )
 from hubscan.cli_patch import demo, patch
+from hubscan.cli_publish import publish
 from hubscan.errors import ExitCode, UsageError
 from hubscan.policy import load_policy
 from hubscan.records import BatchReport, RunReport
@@ -70,6 +71,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(zoo_app, name="zoo")
 app.command()(patch)
 app.command()(demo)
+app.command()(publish)
 
 
 @app.command()

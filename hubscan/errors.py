@@ -123,6 +123,26 @@ class NotRemediated(HubscanError):
         self.run = run  # the RunReport so far (records sit beside errors, hence `object`)
 
 
+class NotVerifiedRelease(HubscanError):
+    """`hubscan publish` was given a release that is not the verified one: a file changed, is
+    missing or was added to the list, or the report says verification did not pass. Nothing is
+    uploaded; same code as a failed verification."""
+
+    exit_code = ExitCode.NOT_REMEDIATED
+
+
+class ReleaseTampered(NotVerifiedRelease):
+    """A release file's sha256 no longer matches the one recorded when it was verified."""
+
+
+class RunDirError(NoVerdict):
+    """A run directory given to `hubscan publish` is missing, unreadable, or not a release."""
+
+
+class PublishRefused(NoVerdict):
+    """The Hub refused the commit (e.g. the model card's metadata failed its validation)."""
+
+
 class UsageError(HubscanError):
     """Options that do not fit together, found after parsing (same code as Typer's own)."""
 

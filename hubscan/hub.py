@@ -122,7 +122,7 @@ def snapshot_dir(repo_id: str, commit: str, *, cache_dir: Path | None = None) ->
 
 def resolve(repo_id: str, revision: str | None = None, *, endpoint: str | None = None) -> HubRepo:
     """One API call: commit sha, file listing with sizes and LFS sha256, and security status."""
-    with _hub_errors(repo_id, revision):
+    with hub_errors(repo_id, revision):
         info = HfApi(endpoint=endpoint_url(endpoint)).model_info(
             repo_id, revision=revision, files_metadata=True, securityStatus=True
         )
@@ -155,7 +155,7 @@ def download(
     Files already cached at this commit cost no request.
     """
     for path in paths:
-        with _hub_errors(repo.repo_id, repo.commit):
+        with hub_errors(repo.repo_id, repo.commit):
             hf_hub_download(
                 repo.repo_id,
                 path,
@@ -172,7 +172,7 @@ def cached(
     """Find `repo_id@revision` in the local HF cache without any network request."""
     cache = cache_dir if cache_dir is not None else default_cache_dir()
     where = _where(repo_id, revision)
-    with _hub_errors(repo_id, revision):
+    with hub_errors(repo_id, revision):
         try:
             folder = snapshot_download(
                 repo_id, revision=revision, cache_dir=cache, local_files_only=True
@@ -304,7 +304,7 @@ def _file_scan(item: Mapping[str, Any]) -> HubFileScan:
 
 
 @contextmanager
-def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+def hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
     """Translate huggingface_hub's errors, once, into HubscanErrors with one actionable line."""
     where = _where(repo_id, revision)
     try:
