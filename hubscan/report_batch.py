@@ -34,6 +34,12 @@ def render_sarif(batch: BatchReport) -> str:
         report.sarif_run(r.run) if r.run is not None else _failed_run(batch, r)
         for r in batch.results
     ]
+    # One category per repo keeps alerts tracked across commits; a repo listed at two commits
+    # needs two, or code scanning would take one run for the other.
+    ids = [run["automationDetails"]["id"] for run in runs]
+    for run, result, category in zip(runs, batch.results, ids, strict=True):
+        if ids.count(category) > 1:
+            run["automationDetails"] = {"id": f"hubscan/{result.ref}/"}
     doc = {"$schema": report.SARIF_SCHEMA, "version": "2.1.0", "runs": runs}
     return json.dumps(doc, indent=2) + "\n"
 

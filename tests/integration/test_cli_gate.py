@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from hubscan.cli import app
 from hubscan.errors import ExitCode
 from tests.support.hf_cache import build_cached_repo, fake_commit
+from tests.support.sarif import problems
 
 runner = CliRunner()
 BAD, GOOD = "acme/bad-clip", "acme/good-clip"
@@ -99,7 +100,9 @@ def two_sarif_runs(lock: Lock, hub_cache: Path, warm_cache: Path) -> TwoRuns:
 
 
 def sarif(text: str) -> dict[str, Any]:
+    """The parsed SARIF log, after checking it is valid SARIF 2.1.0 for code scanning."""
     doc: dict[str, Any] = json.loads(text)
+    assert problems(doc) == []
     return doc
 
 

@@ -4,7 +4,8 @@ import json
 from dataclasses import replace
 
 from hubscan import report_batch
-from hubscan.records import BatchReport, ModelResult, Verdict
+from hubscan.records import BatchReport, ModelResult, RunReport, Verdict
+from tests.support.sarif import problems
 from tests.unit.test_report import BACKDOOR, SHA, audited, run_report
 
 
@@ -21,15 +22,22 @@ def batch(*results: ModelResult) -> BatchReport:
     )
 
 
-def ok(line: int, repo: str = "acme/tiny-clip") -> ModelResult:
-    run = replace(run_report(), verdict=Verdict.PASS)
+def in_repo(run: RunReport, repo: str) -> RunReport:
     snap = replace(run.scan.snapshot, repo_id=repo)
-    run = replace(run, scan=replace(run.scan, snapshot=snap))
+    return replace(run, scan=replace(run.scan, snapshot=snap))
+
+
+def ok(line: int, repo: str = "acme/tiny-clip") -> ModelResult:
+    run = in_repo(replace(run_report(), verdict=Verdict.PASS), repo)
     return ModelResult(ref=f"{repo}@{SHA}", line=line, verdict=Verdict.PASS, exit_code=0, run=run)
 
 
 FAILED = ModelResult(
-    ref=f"acme/bad@{SHA}", line=3, verdict=Verdict.FAIL, exit_code=1, run=audited(*BACKDOOR)
+    ref=f"acme/bad@{SHA}",
+    line=3,
+    verdict=Verdict.FAIL,
+    exit_code=1,
+    run=in_repo(audited(*BACKDOOR), "acme/bad"),
 )
 GONE = ModelResult(
     ref=f"acme/gone@{SHA}",
@@ -64,7 +72,7 @@ def test_markdown_summary_stays_under_the_cap_and_says_what_it_left_out() -> Non
 def test_sarif_has_a_failed_invocation_for_a_model_without_a_run() -> None:
     doc = json.loads(report_batch.render_sarif(batch(FAILED, GONE)))
     failed, gone = doc["runs"]
-    assert failed["automationDetails"]["id"] == "hubscan/acme/tiny-clip/"
+    assert failed["automationDetails"]["id"] == "hubscan/acme/bad/"
     assert gone["automationDetails"]["id"] == "hubscan/acme/gone/"
     assert gone["invocations"] == [
         {
@@ -81,3 +89,37 @@ def test_json_has_the_schema_version_and_every_result() -> None:
     assert data["schema_version"] == 1
     assert [r["line"] for r in data["results"]] == [1, 5]
     assert data["results"][1]["run"] is None
+
+
+def test_sarif_of_passing_failing_and_unaudited_models_is_valid_2_1_0() -> None:
+    doc = json.loads(report_batch.render_sarif(batch(ok(1), FAILED, GONE)))
+    assert problems(doc) == []
+
+
+def test_the_sarif_checker_finds_what_code_scanning_would_reject() -> None:
+    doc = json.loads(report_batch.render_sarif(batch(ok(1), FAILED, GONE)))
+    doc["runs"][1]["results"][0]["ruleIndex"] = 7
+    doc["runs"][2]["invocations"][0]["executionSuccessful"] = "no"
+    doc["runs"][0]["automationDetails"]["id"] = doc["runs"][1]["automationDetails"]["id"]
+    del doc["runs"][1]["results"][0]["message"]
+    found = problems(doc)
+    assert any("share an automationDetails.id" in p for p in found)
+    assert any("ruleIndex 7 is not a rule" in p for p in found)
+    assert any("executionSuccessful is required" in p for p in found)
+    assert any("message needs text or id" in p for p in found)
+    assert problems({"version": "2.0.0", "runs": [{}] * 21}) == [
+        "version must be '2.1.0'",
+        "21 runs: code scanning accepts at most 20 per upload",
+        "runs share an automationDetails.id (code scanning needs one per run)",
+        *[f"runs[{i}].tool.driver.name is required" for i in range(21)],
+    ]
+
+
+def test_a_repo_listed_at_two_commits_gets_one_category_per_commit() -> None:
+    later = replace(ok(2), ref=f"acme/tiny-clip@{'9' * 40}")
+    doc = json.loads(report_batch.render_sarif(batch(ok(1), later)))
+    assert [r["automationDetails"]["id"] for r in doc["runs"]] == [
+        f"hubscan/acme/tiny-clip@{SHA}/",
+        f"hubscan/acme/tiny-clip@{'9' * 40}/",
+    ]
+    assert problems(doc) == []
