@@ -1,5 +1,6 @@
-"""The benchmark and zoo commands: `hubscan bench scan|zoo|detection|perf` and `hubscan zoo
-build`. Thin like every command: parse, call bench*/zoo, print one line or a table, exit.
+"""The benchmark and zoo commands: `hubscan bench scan|zoo|gate|detection|perf|unlearning` and
+`hubscan zoo build`. Thin like every command: parse, call bench*/zoo, print one line or a
+table, exit.
 """
 
 from __future__ import annotations
@@ -64,6 +65,31 @@ def bench_zoo(
 
     command = f"hubscan zoo build --out {zoo} && hubscan bench zoo --zoo {zoo}"
     run_command(lambda: bench.zoo_summary(zoo=zoo, out=out, command=command), debug=False)
+
+
+@bench_app.command("gate")
+def bench_gate(
+    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    models: Annotated[int, typer.Option(help="zoo models in the models.lock")] = 4,
+    runs: Annotated[int, typer.Option(help="cold+warm repetitions; medians reported")] = 3,
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where gate.md and .json go")] = Path("benchmarks"),
+) -> None:
+    """Audit a models.lock of zoo models twice (probing, then from the audit cache), timed."""
+    from hubscan import bench_gate
+
+    def body() -> int:
+        command = f"hubscan bench gate --zoo {zoo} --models {models} --runs {runs}"
+        r = bench_gate.run_gate_bench(
+            zoo=zoo, models=models, runs=runs, policy=load_policy(policy), out=out, command=command
+        )
+        sys.stdout.write(
+            f"first run {r['cold_median']:.2f} s, cached run {r['warm_median']:.2f} s: "
+            f"{r['speedup_median']}x\n"
+        )
+        return ExitCode.OK
+
+    run_command(body, debug=False)
 
 
 @bench_app.command("detection")

@@ -142,6 +142,7 @@ def audit(
     seed: int = 0,
     out: Path | None = None,
     use_cache: bool = True,
+    cache_dir: Path | None = None,
     progress: Progress | None = None,
     bars: Bars | None = None,
 ) -> RunReport:
@@ -171,7 +172,7 @@ def audit(
     early = None if keyed is None or pinned is None else keyed.key(*pinned)
     if early is not None and (hit := _cached_run(early, out, None)) is not None:
         return hit
-    run = scan(ref, policy=policy, offline=offline, progress=progress)
+    run = scan(ref, policy=policy, offline=offline, cache_dir=cache_dir, progress=progress)
     timings += run.timings
     run = dataclasses.replace(run, started=started, timings=tuple(timings))
     if run.verdict is not Verdict.PASS:  # blocked, or no weights: there is nothing to load
