@@ -11,9 +11,14 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 install: $(STAMP)
 
+# The project with its dev extra, then pyproject.toml's [tool.hubscan] no-deps requirements
+# (hash-pinned, installed without their dependencies: pip cannot say so inside `dependencies`).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["hubscan"]["no-deps"], sep="\n")' > $(VENV)/no-deps.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+	  -r $(VENV)/no-deps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Fashion-MNIST (real images for the probes and the zoo), from Debian, when missing and root.
