@@ -1,8 +1,9 @@
 """The audit results cache: finished audits, keyed by everything that decides their result.
 
-Owns the key (repo, commit, policy sha256, fail_on, hubscan version, and digests of the label set
-and the probe images, the seed and the device), and storing and reading an entry: report.json plus
-the run directory's trigger files, staged beside the entry and renamed into place. The cache can
+Owns the key (repo, commit, policy sha256, fail_on, hubscan version, a digest of what the label
+set and the probe images are read from, the seed and the device), and storing and reading an
+entry: report.json plus the run directory's trigger files, staged beside the entry and renamed
+into place. The cache can
 only save work, never change a result: an entry that cannot be read back whole, whose trigger
 files do not match the sha256 its report gives, or that describes another repo or commit is a
 miss, not an error, and a storing failure leaves the audit's own result untouched.
@@ -38,8 +39,7 @@ class AuditKey:
     policy_sha256: str
     fail_on: str
     tool_version: str
-    labels_sha256: str  # class names and prompt templates
-    probes_sha256: str  # the probe images' bytes, not their folder's name
+    inputs_sha256: str  # the label set and probe images, by the bytes they are read from
     seed: int
     device: str
 
@@ -47,6 +47,45 @@ class AuditKey:
     def digest(self) -> str:
         blob = json.dumps({"entry_version": ENTRY_VERSION, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def inputs_sha256(labels: str | None, probes: str) -> str:
+    """A digest of the audit's inputs without reading them as images (so a cache hit costs no
+    torch import): a label file or probe folder by its bytes, a built-in by its name (its
+    content ships with this hubscan version, which is in the key too). Conservative: it hashes
+    at least everything the probe reader may use, so a change can only cause a miss."""
+    digest = hashlib.sha256()
+    for kind, spec in (("labels", labels), ("probes", probes)):
+        digest.update(f"{kind}\0{spec}\0".encode())
+        if spec is not None and Path(spec).is_file():
+            digest.update(_file_sha256(Path(spec)).encode())
+        elif spec is not None and Path(spec).is_dir():
+            digest.update(_folder_sha256(Path(spec)).encode())
+    return digest.hexdigest()
+
+
+def _folder_sha256(root: Path) -> str:
+    """Every visible file under `root` by relative path and content; a symlink by its target."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
+            content = f"link:{os.readlink(path)}" if path.is_symlink() else _file_sha256(path)
+            digest.update(f"{rel}\0{content}\0".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:  # unreadable now: the probe reader will say why; never a hit
+        digest.update(f"unreadable:{err.errno}".encode())
+    return digest.hexdigest()
 
 
 def audits_root() -> Path:

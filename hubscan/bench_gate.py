@@ -1,10 +1,10 @@
 """`hubscan bench gate`: what the audit results cache saves -> benchmarks/gate.md|json.
 
 Owns one measurement: zoo models (half backdoored, half clean) are put in a fresh HF cache as
-`bench/<name>` at a commit, listed in a models.lock, and audited twice in a row with `audit
---models` into an empty audit cache (cold: probing; warm: cache hits), several times; medians of
-the wall times, side by side. Offline, through the same pipeline call the CLI makes. Must not
-change what it measures.
+`bench/<name>` at a commit, listed in a models.lock, and audited twice in a row by the CLI,
+`hubscan audit --models` in a fresh process each time as CI runs it, into an empty audit cache
+(first run: probing; second: cache hits), several times; medians of the wall times, side by
+side. Offline. Must not change what it measures.
 """
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hubscan import __version__, pipeline_gate
-from hubscan.policy import Policy
-from hubscan.records import BatchReport
+from hubscan import __version__
+from hubscan.policy import load_policy
 
 
 def run_gate_bench(
-    *, zoo: Path, models: int, runs: int, policy: Policy, out: Path, command: str
+    *, zoo: Path, models: int, runs: int, policy: str, out: Path, command: str
 ) -> dict[str, Any]:
+    """`policy`: what `--policy` is given (a bundled name or a TOML file)."""
     chosen = _pick(zoo, models)
     cold, warm, verdicts = [], [], []
     with tempfile.TemporaryDirectory(prefix="hubscan-bench-gate-") as tmp:
@@ -37,23 +37,23 @@ def run_gate_bench(
         lines = [_cache_model(root / "hf", zoo / name, f"bench/{name}") for name in chosen]
         lock.write_text("\n".join(lines) + "\n")
         for run in range(runs):
-            with _audit_cache(root / f"audits-{run}"):
-                first, seconds_cold = _timed(lock, policy, root / "hf")
-                second, seconds_warm = _timed(lock, policy, root / "hf")
-            if [r.verdict for r in first.results] != [r.verdict for r in second.results]:
+            audits = root / f"audits-{run}"
+            first, seconds_cold = _timed(lock, root / "hf", audits, policy)
+            second, seconds_warm = _timed(lock, root / "hf", audits, policy)
+            verdicts = [r["verdict"] for r in first["results"]]
+            if verdicts != [r["verdict"] for r in second["results"]]:
                 raise RuntimeError("a cached verdict differs from the probed one")
-            if not all(r.run is not None and r.run.cached for r in second.results):
+            if not all(r["run"] and r["run"]["cached"] for r in second["results"]):
                 raise RuntimeError("the second run did not come from the cache")
             cold.append(seconds_cold)
             warm.append(seconds_warm)
-            verdicts = [r.verdict.value for r in first.results]
     result = {
         "benchmark": "gate",
         "command": command,
         "hubscan": __version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}",
-        "policy": policy.name,
+        "policy": load_policy(policy).name,
         "models": [{"name": n, "verdict": v} for n, v in zip(chosen, verdicts, strict=True)],
         "runs": runs,
         "cold_seconds": [round(t, 3) for t in cold],
@@ -98,34 +98,23 @@ def _cache_model(hf: Path, model: Path, repo_id: str) -> str:
     return f"{repo_id}@{commit}"
 
 
-@contextmanager
-def _audit_cache(folder: Path) -> Iterator[None]:
-    previous = os.environ.get("HUBSCAN_AUDIT_CACHE")
-    os.environ["HUBSCAN_AUDIT_CACHE"] = str(folder)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("HUBSCAN_AUDIT_CACHE", None)
-        else:
-            os.environ["HUBSCAN_AUDIT_CACHE"] = previous
-
-
-def _timed(lock: Path, policy: Policy, hf: Path) -> tuple[BatchReport, float]:
+def _timed(lock: Path, hf: Path, audits: Path, policy: str) -> tuple[dict[str, Any], float]:
+    """One `hubscan audit --models` process; its JSON report and wall time."""
+    command = [sys.executable, "-m", "hubscan", "audit", "--models", str(lock)]
+    command += ["--labels", "fashion-mnist", "--policy", policy, "--format", "json"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hf),
+        "HUBSCAN_AUDIT_CACHE": str(audits),
+    }
     start = time.perf_counter()
-    batch = pipeline_gate.audit_models(
-        lock,
-        policy=policy,
-        labels="fashion-mnist",
-        probes="default",
-        offline=True,
-        device="cpu",
-        seed=0,
-        out=None,
-        use_cache=True,
-        cache_dir=hf,
-    )
-    return batch, time.perf_counter() - start
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"hubscan audit --models exited {done.returncode}: {done.stderr}")
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report, seconds
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -135,10 +124,11 @@ def markdown(r: dict[str, Any]) -> str:
 
 `{r["command"]}` · hubscan {r["hubscan"]} · {r["machine"]} · policy `{r["policy"]}`
 
-{len(r["models"])} zoo models in a fresh HF cache, listed in a models.lock, audited with
-`hubscan audit --models` (labels fashion-mnist, offline) twice in a row into an empty audit
-cache: the first run probes every model, the second reads every result back from the cache
-(checked: same verdicts, every result marked cached). {r["runs"]} repetitions; medians.
+{len(r["models"])} zoo models in a fresh HF cache, listed in a models.lock, audited by
+`hubscan audit --models models.lock --labels fashion-mnist` (a new process each time, offline,
+as a CI job runs it) twice in a row into an empty audit cache: the first run probes every model,
+the second reads every result back from the cache (checked: same verdicts, every result marked
+cached). {r["runs"]} repetitions; medians; wall time includes Python and hubscan start-up.
 
 | | wall time (median) | all runs (s) |
 |---|---|---|
@@ -150,6 +140,6 @@ cache: the first run probes every model, the second reads every result back from
 |---|---|
 {rows}
 
-The CLI adds its own start-up (Python, torch import) to both runs; this measures the audit
-calls in one process.
+A cache hit needs no download, no torch import and no probe images decoded: the entry is found
+from the models.lock line (repo, commit) and the digest of the inputs alone.
 """

@@ -81,7 +81,7 @@ def bench_gate(
     def body() -> int:
         command = f"hubscan bench gate --zoo {zoo} --models {models} --runs {runs}"
         r = bench_gate.run_gate_bench(
-            zoo=zoo, models=models, runs=runs, policy=load_policy(policy), out=out, command=command
+            zoo=zoo, models=models, runs=runs, policy=policy, out=out, command=command
         )
         sys.stdout.write(
             f"first run {r['cold_median']:.2f} s, cached run {r['warm_median']:.2f} s: "

@@ -3,7 +3,8 @@
 Thin like every command: check the release and show what will be sent (stderr), find an open
 hubscan pull request for the same audited commit (then nothing is sent), ask unless --yes, send
 one commit, print where it went (stdout). Tokens come from huggingface_hub's own auth only; this
-module never sees one.
+module never sees one. The Hub client is imported only when the command runs, so other commands
+start without it.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hubscan import publish as publishing
 from hubscan.cli_common import DebugOpt, Format, FormatOpt, err_console, run_command
 from hubscan.errors import ExitCode, RefError, UsageError
 from hubscan.fetch import parse_ref
+
+if TYPE_CHECKING:
+    from hubscan import publish as publishing
 
 
 def publish(
@@ -45,6 +48,8 @@ def publish(
     one commit whose parent is the audited commit; files checked against their verified sha256."""
 
     def body() -> int:
+        from hubscan import publish as publishing  # huggingface_hub: only when publishing
+
         if to is not None:
             ref = parse_ref(to)
             if ref.local_path is not None or ref.revision is not None:

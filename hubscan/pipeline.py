@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -142,7 +141,6 @@ def audit(
     seed: int = 0,
     out: Path | None = None,
     use_cache: bool = True,
-    cache_dir: Path | None = None,
     progress: Progress | None = None,
     bars: Bars | None = None,
 ) -> RunReport:
@@ -158,21 +156,22 @@ def audit(
     and inputs is read back from the audit cache instead of probed again; a ref pinned to a
     commit is looked up before anything is fetched.
     """
-    from hubscan.model import load_clip, refuse_if_blocked
-
     started = datetime.now(UTC).isoformat(timespec="seconds")
     check_device(device)
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
-    timings: list[Timing] = []
-    with timed("probes", timings, progress):
-        label_set, images = _detection_inputs(labels, probes, policy.detection, seed)
-    keyed = _AuditInputs(policy, label_set, images, seed, device) if use_cache else None
+    # A ref pinned to a commit is looked up first: a cache hit needs no download and no torch.
+    keyed = _AuditInputs.of(policy, labels, probes, seed, device) if use_cache else None
     pinned = _pinned(ref)
     early = None if keyed is None or pinned is None else keyed.key(*pinned)
     if early is not None and (hit := _cached_run(early, out, None)) is not None:
         return hit
-    run = scan(ref, policy=policy, offline=offline, cache_dir=cache_dir, progress=progress)
+    from hubscan.model import load_clip, refuse_if_blocked
+
+    timings: list[Timing] = []
+    with timed("probes", timings, progress):
+        label_set, images = _detection_inputs(labels, probes, policy.detection, seed)
+    run = scan(ref, policy=policy, offline=offline, progress=progress)
     timings += run.timings
     run = dataclasses.replace(run, started=started, timings=tuple(timings))
     if run.verdict is not Verdict.PASS:  # blocked, or no weights: there is nothing to load
@@ -204,25 +203,29 @@ def audit(
 
 @dataclasses.dataclass(frozen=True)
 class _AuditInputs:
-    """What besides the commit decides an audit's result: the parts of its cache key."""
+    """What besides the commit decides an audit's result: the parts of its cache key. The label
+    set and probes are keyed by the bytes they are read from (audit_cache.inputs_sha256), so a
+    cache hit needs neither torch nor the probe images decoded."""
 
     policy: Policy
-    label_set: LabelSet
-    images: torch.Tensor
+    inputs_sha256: str
     seed: int
     device: str
 
+    @classmethod
+    def of(
+        cls, policy: Policy, labels: str | None, probes: str, seed: int, device: str
+    ) -> _AuditInputs:
+        return cls(policy, audit_cache.inputs_sha256(labels, probes), seed, device)
+
     def key(self, repo_id: str, commit: str) -> audit_cache.AuditKey:
-        labels = json.dumps([self.label_set.classes, self.label_set.templates])
-        pixels = self.images.detach().cpu().contiguous().numpy().tobytes()
         return audit_cache.AuditKey(
             repo_id=repo_id,
             commit=commit,
             policy_sha256=self.policy.sha256,
             fail_on=self.policy.fail_on.label,
             tool_version=__version__,
-            labels_sha256=hashlib.sha256(labels.encode()).hexdigest(),
-            probes_sha256=hashlib.sha256(pixels).hexdigest(),
+            inputs_sha256=self.inputs_sha256,
             seed=self.seed,
             device=self.device,
         )
@@ -337,10 +340,10 @@ def target_index(classes: tuple[str, ...], target: str | None, has_trigger: bool
 
 
 def check_device(device: str) -> None:
-    import torch
-
     if device == "cpu":
         return
+    import torch
+
     if not device.startswith("cuda"):
         raise UsageError(f"--device {device!r}: use cpu or cuda[:N]")
     if not torch.cuda.is_available():

@@ -85,13 +85,11 @@ def audit_models(
     seed: int,
     out: Path | None,
     use_cache: bool,
-    cache_dir: Path | None = None,
     started: Started | None = None,
     progress: pipeline.Progress | None = None,
     bars: pipeline.Bars | None = None,
 ) -> BatchReport:
-    """Audit every model of `models_file`; with `out`, each gets its run directory in it.
-    `cache_dir` is the HF cache to read (default: huggingface_hub's)."""
+    """Audit every model of `models_file`; with `out`, each gets its run directory in it."""
     entries = read_models_file(models_file)
     began = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.perf_counter()
@@ -110,7 +108,6 @@ def audit_models(
                 seed=seed,
                 out=None if out is None else out / run_dir_name(entry.ref),
                 use_cache=use_cache,
-                cache_dir=cache_dir,
                 progress=progress,
                 bars=bars,
             )

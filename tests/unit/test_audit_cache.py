@@ -17,8 +17,7 @@ KEY = AuditKey(
     policy_sha256="e" * 64,
     fail_on="high",
     tool_version="0.1.0",
-    labels_sha256="1" * 64,
-    probes_sha256="2" * 64,
+    inputs_sha256="1" * 64,
     seed=0,
     device="cpu",
 )
@@ -111,3 +110,23 @@ def test_trigger_names_that_leave_the_entry_are_a_miss(tmp_path: Path) -> None:
     )
     audit_cache.store(KEY, hostile, None, root=tmp_path / "cache")
     assert audit_cache.lookup(KEY, with_triggers=True, root=tmp_path / "cache") is None
+
+
+def test_inputs_digest_follows_label_file_and_probe_folder_content(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\n")
+    folder = tmp_path / "probes"
+    (folder / "cat").mkdir(parents=True)
+    (folder / "cat" / "1.png").write_bytes(b"png-1")
+    before = audit_cache.inputs_sha256(str(labels), str(folder))
+    assert audit_cache.inputs_sha256(str(labels), str(folder)) == before
+    (folder / ".DS_Store").write_bytes(b"ignored")  # hidden files are not probes
+    assert audit_cache.inputs_sha256(str(labels), str(folder)) == before
+    (folder / "cat" / "1.png").write_bytes(b"png-2")
+    changed_probe = audit_cache.inputs_sha256(str(labels), str(folder))
+    labels.write_text("cat\nbird\n")
+    changed_labels = audit_cache.inputs_sha256(str(labels), str(folder))
+    assert len({before, changed_probe, changed_labels}) == 3
+    assert audit_cache.inputs_sha256(None, "default") != audit_cache.inputs_sha256(
+        "fashion-mnist", "default"
+    )
