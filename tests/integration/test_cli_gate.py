@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from hubscan.cli import app
 from hubscan.errors import ExitCode
+from tests.support.fake_hub import FakeHub
 from tests.support.hf_cache import build_cached_repo, fake_commit
 from tests.support.sarif import problems
 
@@ -219,3 +220,34 @@ def test_ref_and_models_together_is_a_usage_error(lock: Lock) -> None:
     code, _, err = gate(BAD, "--models", str(lock.path))
     assert code == ExitCode.USAGE
     assert "not both" in err
+
+
+@pytest.mark.parametrize(
+    ("status", "error_code", "message"),
+    [
+        (401, None, "refused access"),
+        (404, "RepoNotFound", "not found on the Hub"),
+        (429, None, "rate limited"),
+        (500, None, "HTTP 500"),
+    ],
+)
+def test_a_hub_error_for_one_model_is_its_result_and_exits_3(
+    fake_hub: FakeHub,
+    online: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    status: int,
+    error_code: str | None,
+    message: str,
+) -> None:
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
+    repo = fake_hub.add_repo("acme/flaky", {"open_clip_config.json": b"{}"})
+    fake_hub.fail("acme/flaky", status, error_code=error_code, scope="api")
+    models = tmp_path / "models.lock"
+    models.write_text(f"acme/flaky@{repo.commit}\n")
+    code, out, _ = gate("--models", str(models), "--format", "json")
+    assert code == ExitCode.NO_VERDICT
+    (result,) = json.loads(out)["results"]
+    assert result["verdict"] == "no_verdict" and result["exit_code"] == ExitCode.NO_VERDICT
+    assert message in result["error"] and result["run"] is None
