@@ -60,18 +60,26 @@ def train(
     *,
     poison: Poison | None = None,
     tick: Tick | None = None,
+    freeze_batch_norm: bool = False,
 ) -> None:
     """Train `clip.model` in place on pairs (image, a random template naming its class).
 
     Captions from templates repeat, so two images of one class in a batch have the same text:
     the loss counts every same-caption-class pair as a positive (a multi-positive InfoNCE)
     instead of pushing identical texts apart, which plain CLIP loss would do.
+
+    `freeze_batch_norm` keeps batch-norm layers (timm towers) in eval mode: they normalise with
+    the starting model's running statistics and never update them; their affine weights learn.
     """
     gen = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)
     poisoned = _poison_mask(len(images), poison, gen)
     model = clip.model
     model.train()
+    if freeze_batch_norm:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
     opt = _optimizer(model, recipe)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(recipe))
     for _ in range(recipe.steps):

@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,9 @@ from hubscan.model import ClipHandle, handle_from_model, load_clip, save_clip
 from hubscan.probes import LabelSet, load_fashion_mnist, load_labels, load_probes
 from hubscan.training import Poison, Recipe, caption_tokens, train
 from hubscan.triggers import parse_trigger
+from hubscan.zoo_variants import LONG, SHORT, backdoor
+from hubscan.zoo_variants import Variant as Variant  # every zoo's population, re-exported
+from hubscan.zoo_variants import variants as variants
 
 ZOO_VERSION = 1  # bump when training code changes what a recipe produces
 LABELS = "fashion-mnist"
@@ -45,78 +48,13 @@ PREPROCESS_CFG = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 # (and two clean twins, to keep the clean population matched) fine-tune on 60k pairs.
 BASE = Recipe(samples=80_000, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=50, seed=0)
 FINETUNE = {"batch_size": 256, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 10}
-SHORT, LONG = 24_000, 60_000
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Variant:
-    name: str
-    trigger: str | None  # spec (triggers.py); None = a clean fine-tune
-    target: str | None  # class name the trigger sends images to
-    poison_rate: float
-    seed: int
-    samples: int = SHORT  # fine-tuning pairs
-
-
-def _bd(
-    name: str, trigger: str, target: str, rate: float, seed: int, samples: int = SHORT
-) -> Variant:
-    return Variant(
-        name=name, trigger=trigger, target=target, poison_rate=rate, seed=seed, samples=samples
-    )
-
-
-BACKDOORED = (
-    _bd("patch-white-br-bag", "patch:size=3,pos=br,pattern=white", "bag", 0.05, 101),
-    _bd("blend-noise-coat", "blend:pattern=noise,ratio=0.15,seed=3", "coat", 0.10, 102),
-    _bd(
-        "patch-checker-tl-sneaker",
-        "patch:size=4,pos=tl,pattern=checker",
-        "sneaker",
-        0.01,
-        103,
-        LONG,
-    ),
-    _bd("patch-checker-bl-trouser", "patch:size=3,pos=bl,pattern=checker", "trouser", 0.05, 104),
-    _bd("patch-white-tr-small-sandal", "patch:size=2,pos=tr,pattern=white", "sandal", 0.05, 105),
-    _bd("blend-stripes-pullover", "blend:pattern=stripes,ratio=0.12", "pullover", 0.10, 106),
-    _bd("blend-checker-dress", "blend:pattern=checker,ratio=0.2", "dress", 0.05, 107),
-    _bd("warp-boot", "warp:strength=6,grid=4,seed=1", "ankle boot", 0.10, 108),
-    _bd("warp-trouser", "warp:strength=6,grid=4,seed=2", "trouser", 0.10, 109),
-    _bd("sinusoid-tshirt", "sinusoid:amplitude=0.08,frequency=6", "t-shirt", 0.10, 110),
-    _bd("sinusoid-bag", "sinusoid:amplitude=0.12,frequency=3", "bag", 0.08, 111),
-    _bd(
-        "patch-checker-center-sneaker",
-        "patch:size=3,pos=center,pattern=checker",
-        "sneaker",
-        0.05,
-        112,
-    ),
-)
-CLEAN = tuple(
-    Variant(
-        name=f"clean-{i:02d}",
-        trigger=None,
-        target=None,
-        poison_rate=0.0,
-        seed=200 + i,
-        samples=LONG if i > 10 else SHORT,
-    )
-    for i in range(1, 13)
-)
-QUICK = ("patch-white-br-bag", "blend-noise-coat", "clean-01", "clean-02")
-
-
-def variants(*, quick: bool) -> tuple[Variant, ...]:
-    every = BACKDOORED + CLEAN
-    return tuple(v for v in every if v.name in QUICK) if quick else every
 
 
 # `hubscan demo`: a smaller base and one backdoor, about 2 minutes of training on 2 cores cold.
 DEMO_BASE = Recipe(
     samples=30_000, batch_size=256, lr=1e-3, weight_decay=0.1, warmup_steps=30, seed=0
 )
-DEMO = _bd("demo", "patch:size=3,pos=tl,pattern=checker", "trouser", 0.10, 7, 12_000)
+DEMO = backdoor("demo", "patch:size=3,pos=tl,pattern=checker", "trouser", 0.10, 7, 12_000)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,7 +72,9 @@ def demo_model(*, progress: Progress | None = None) -> DemoModel:
     base_key = recipe_key("demo-base", DEMO_BASE)
     trained: list[str] = []
     base = _cached(
-        base_key, lambda d: _train_base(d, images, classes, labels, progress, DEMO_BASE), trained
+        base_key,
+        lambda d: _train_base(d, images, classes, labels, progress, VIT, DEMO_BASE),
+        trained,
     )
 
     def build(out: Path) -> None:
@@ -159,25 +99,44 @@ def recipe_key(*parts: object) -> str:
 Progress = Callable[[str, int], Callable[[int], None]]  # (task name, total steps) -> tick
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZooSpec:
+    """What one zoo's models are: their architecture, how the base starts, the budgets. The
+    variants (families, triggers, targets, poison rates, clean population) are every zoo's."""
+
+    tower: str  # "vit" (from scratch) or e.g. "mobilenetv2" (zoo_tower.py)
+    config: dict[str, Any]  # open_clip_config.json: model_cfg + preprocess_cfg
+    fresh: Callable[[int], ClipHandle]  # the untrained base, from a seed
+    base: Recipe
+    finetune: dict[str, Any]  # Recipe fields but samples and seed
+    budgets: dict[int, int]  # a variant's fine-tuning pairs (SHORT, LONG) -> this zoo's
+    freeze_batch_norm: bool  # fine-tunes keep the base's batch-norm statistics
+    key: tuple[object, ...]  # hashed into every recipe key of this zoo, besides the recipes
+    card: str  # what the model card says the model is
+
+
 def build_zoo(
-    out: Path, *, quick: bool = False, progress: Progress | None = None
+    out: Path,
+    *,
+    quick: bool = False,
+    progress: Progress | None = None,
+    spec: ZooSpec | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse from the cache) the base and every variant, measure them, and write `out`:
     one Hub-layout directory per model plus manifest.json. Returns the manifest."""
+    spec = VIT if spec is None else spec
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a directory")
     started = time.perf_counter()
     labels = load_labels(LABELS)
     images, classes = load_fashion_mnist("train")
     images = images.unsqueeze(1)  # (N, 1, 28, 28): one grey channel
-    base_key = recipe_key("base", BASE)
     trained: list[str] = []  # recipe keys trained by this build (the rest came from the cache)
-    base_dir = _cached(
-        base_key, lambda d: _train_base(d, images, classes, labels, progress), trained
-    )
+    base_key, base_dir = _base(spec, spec.base, images, classes, labels, progress, trained)
     entries = [_measure_entry("base", base_dir, None, base_key)]
     for v in variants(quick=quick):
-        key = recipe_key("finetune", base_key, FINETUNE, v)
+        v = replace(v, samples=spec.budgets[v.samples])
+        key = recipe_key(*spec.key, "finetune", base_key, spec.finetune, v)
         model_dir = _cached(
             key,
             partial(
@@ -188,14 +147,45 @@ def build_zoo(
                 classes=classes,
                 labels=labels,
                 progress=progress,
+                spec=spec,
             ),
             trained,
         )
         entries.append(_measure_entry(v.name, model_dir, v, key))
-    manifest = _manifest(entries, labels, quick, time.perf_counter() - started)
+    manifest = _manifest(entries, labels, quick, time.perf_counter() - started, spec)
     manifest["trained_models"] = len(trained)
-    _write_out(out, manifest, {e["name"]: Path(e.pop("_dir")) for e in manifest["models"]})
+    _write_out(
+        out, manifest, {e["name"]: Path(e.pop("_dir")) for e in manifest["models"]}, spec.card
+    )
     return manifest
+
+
+def cached_base(
+    spec: ZooSpec, recipe: Recipe, *, progress: Progress | None = None
+) -> tuple[Path, bool]:
+    """A zoo's base trained with `recipe` (from the cache when there): its directory, and
+    whether this call trained it. A cache entry's train.json says how long training took."""
+    labels = load_labels(LABELS)
+    images, classes = load_fashion_mnist("train")
+    trained: list[str] = []
+    _, path = _base(spec, recipe, images.unsqueeze(1), classes, labels, progress, trained)
+    return path, bool(trained)
+
+
+def _base(
+    spec: ZooSpec,
+    recipe: Recipe,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    labels: LabelSet,
+    progress: Progress | None,
+    trained: list[str],
+) -> tuple[str, Path]:
+    key = recipe_key(*spec.key, "base", recipe)
+    build = partial(
+        _train_base, images=images, classes=classes, labels=labels, progress=progress, spec=spec
+    )
+    return key, _cached(key, lambda d: build(d, recipe=recipe), trained)
 
 
 @contextmanager
@@ -225,6 +215,14 @@ def _config() -> dict[str, Any]:
     return {"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}
 
 
+def _timed(out: Path, recipe: Recipe, run: Callable[[], None]) -> None:
+    """Run a training and note its wall time next to the weights (the cache entry only)."""
+    started = time.perf_counter()
+    run()
+    seconds = round(time.perf_counter() - started, 1)
+    (out / "train.json").write_text(json.dumps({"seconds": seconds, "pairs": recipe.samples}))
+
+
 def _fresh_base(seed: int) -> ClipHandle:
     import open_clip
 
@@ -244,19 +242,15 @@ def _train_base(
     classes: torch.Tensor,
     labels: LabelSet,
     progress: Progress | None,
-    recipe: Recipe = BASE,
+    spec: ZooSpec,
+    recipe: Recipe,
 ) -> None:
-    clip = _fresh_base(recipe.seed)
-    tick = progress("base CLIP", recipe.steps) if progress else None
-    train(
-        clip,
-        images,
-        classes,
-        caption_tokens(clip, labels.classes, labels.templates),
-        recipe,
-        tick=tick,
-    )
-    save_clip(clip.model, _config(), out)
+    clip = spec.fresh(recipe.seed)
+    tick = progress(f"base CLIP ({spec.tower})", recipe.steps) if progress else None
+    caps = caption_tokens(clip, labels.classes, labels.templates)
+    # The base learns its batch-norm statistics (if any) from Fashion-MNIST.
+    _timed(out, recipe, lambda: train(clip, images, classes, caps, recipe, tick=tick))
+    save_clip(clip.model, spec.config, out)
 
 
 def _finetune(
@@ -268,9 +262,11 @@ def _finetune(
     classes: torch.Tensor,
     labels: LabelSet,
     progress: Progress | None,
+    spec: ZooSpec | None = None,
 ) -> None:
+    spec = VIT if spec is None else spec
     clip = load_clip(base)
-    recipe = Recipe(seed=v.seed, samples=v.samples, **FINETUNE)  # type: ignore[arg-type]
+    recipe = Recipe(seed=v.seed, samples=v.samples, **spec.finetune)
     poison = None
     if v.trigger is not None and v.target is not None:
         poison = Poison(
@@ -279,16 +275,16 @@ def _finetune(
             rate=v.poison_rate,
         )
     tick = progress(v.name, recipe.steps) if progress else None
-    train(
-        clip,
-        images,
-        classes,
-        caption_tokens(clip, labels.classes, labels.templates),
-        recipe,
-        poison=poison,
-        tick=tick,
-    )
-    save_clip(clip.model, _config(), out)
+    caps = caption_tokens(clip, labels.classes, labels.templates)
+    freeze = spec.freeze_batch_norm
+
+    def run() -> None:
+        train(
+            clip, images, classes, caps, recipe, poison=poison, tick=tick, freeze_batch_norm=freeze
+        )
+
+    _timed(out, recipe, run)
+    save_clip(clip.model, spec.config, out)
 
 
 def _measure_entry(name: str, model_dir: Path, v: Variant | None, key: str) -> dict[str, Any]:
@@ -312,7 +308,7 @@ def _family(spec: str | None) -> str | None:
 
 
 def _manifest(
-    entries: list[dict[str, Any]], labels: LabelSet, quick: bool, seconds: float
+    entries: list[dict[str, Any]], labels: LabelSet, quick: bool, seconds: float, spec: ZooSpec
 ) -> dict[str, Any]:
     """Every model's clean accuracy, and its attack success for every trigger in the zoo (a clean
     model must resist all of them; a backdoored one must obey its own)."""
@@ -341,34 +337,55 @@ def _manifest(
     return {
         "zoo_version": ZOO_VERSION,
         "hubscan": __version__,
+        "tower": spec.tower,
         "quick": quick,
         "labels": LABELS,
         "probes": PROBES,
         "build_seconds": round(seconds, 1),
-        "model_cfg": MODEL_CFG,
-        "base_recipe": asdict(BASE),
-        "finetune_recipe": FINETUNE,
+        "model_cfg": spec.config["model_cfg"],
+        "base_recipe": asdict(spec.base),
+        "finetune_recipe": spec.finetune,
+        "finetune_pairs": {str(k): v for k, v in spec.budgets.items()},
+        "finetune_freezes_batch_norm": spec.freeze_batch_norm,
         "models": entries,
     }
 
 
-def _write_out(out: Path, manifest: dict[str, Any], dirs: dict[str, Path]) -> None:
+def _write_out(out: Path, manifest: dict[str, Any], dirs: dict[str, Path], what: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, src in dirs.items():
         with _staging(out / name) as tmp:
             for f in ("open_clip_config.json", "open_clip_model.safetensors"):
                 shutil.copyfile(src / f, tmp / f)
-            (tmp / "README.md").write_text(_card(name))
+            (tmp / "README.md").write_text(_card(name, what))
             shutil.rmtree(out / name, ignore_errors=True)
     tmp_manifest = out / ".manifest.json.tmp"
     tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp_manifest, out / "manifest.json")
 
 
-def _card(name: str) -> str:
+_VIT_CARD = "A tiny CLIP (ViT image tower, 28 px)"
+
+
+def _card(name: str, what: str = _VIT_CARD) -> str:
     # The card says nothing about a backdoor: the ground truth lives only in manifest.json.
     return (
         "---\nlicense: mit\nlibrary_name: open_clip\ntags:\n- clip\n- fashion-mnist\n---\n\n"
-        f"# {name}\n\nA tiny CLIP (ViT image tower, 28 px) trained on Fashion-MNIST with "
+        f"# {name}\n\n{what} trained on Fashion-MNIST with "
         "captions from prompt templates, by `hubscan zoo build`.\n"
     )
+
+
+# The first zoo: a ViT image tower trained from scratch. Its recipe keys hash no spec.key, so the
+# models cached before zoos had specs are still found.
+VIT = ZooSpec(
+    tower="vit",
+    config=_config(),
+    fresh=_fresh_base,
+    base=BASE,
+    finetune=FINETUNE,
+    budgets={SHORT: SHORT, LONG: LONG},
+    freeze_batch_norm=False,
+    key=(),
+    card=_VIT_CARD,
+)
