@@ -120,6 +120,7 @@ def zoo_summary(*, zoo: Path, out: Path, command: str) -> int:
         "command": command,
         "hubscan": __version__,
         "quick": manifest["quick"],
+        "tower": manifest.get("tower", "vit"),
         "build_seconds": manifest["build_seconds"],
         "trained_models": manifest.get("trained_models"),
         "probes": manifest["probes"],
@@ -138,7 +139,7 @@ def _pct(value: object) -> str:
 
 def _zoo_markdown(r: dict[str, Any]) -> str:
     lines = [
-        "# The zoo",
+        "# The zoo" + ("" if r["tower"] == "vit" else f" (image tower: {r['tower']})"),
         "",
         f"Built by `{r['command']}` (hubscan {r['hubscan']}): {len(r['models'])} models"
         + (

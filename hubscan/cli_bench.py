@@ -1,6 +1,6 @@
-"""The benchmark and zoo commands: `hubscan bench scan|zoo|gate|detection|perf|unlearning` and
-`hubscan zoo build`. Thin like every command: parse, call bench*/zoo, print one line or a
-table, exit.
+"""The benchmark and zoo commands: `hubscan bench scan|zoo|towers|gate|detection|perf|unlearning`
+and `hubscan zoo build [--tower]`. Thin like every command: parse, call bench*/zoo, print one
+line or a table, exit.
 """
 
 from __future__ import annotations
@@ -28,15 +28,21 @@ zoo_app = typer.Typer(
 def zoo_build(
     out: Annotated[Path, typer.Option("--out", help="where the models and manifest.json go")],
     quick: Annotated[bool, typer.Option(help="base + 2 backdoored + 2 clean only")] = False,
+    tower: Annotated[
+        str,
+        typer.Option(
+            help="image tower: vit (28 px, from scratch) or mobilenetv2 (ImageNet trunk, 64 px)"
+        ),
+    ] = "vit",
     debug: DebugOpt = False,
 ) -> None:
     """Train (or reuse from the cache) the zoo and write it in Hub layout with a manifest."""
 
     def body() -> int:
-        from hubscan import zoo
+        from hubscan import zoo_tower
 
         with progress_bars() as bars:
-            manifest = zoo.build_zoo(out, quick=quick, progress=bars)
+            manifest = zoo_tower.build(out, tower=tower, quick=quick, progress=bars)
         report.render_zoo(manifest, Console(file=sys.stdout))
         return ExitCode.OK
 
@@ -63,8 +69,41 @@ def bench_zoo(
     """Summarize a built zoo against its promises (exit 1 if a model breaks one)."""
     from hubscan import bench
 
-    command = f"hubscan zoo build --out {zoo} && hubscan bench zoo --zoo {zoo}"
-    run_command(lambda: bench.zoo_summary(zoo=zoo, out=out, command=command), debug=False)
+    def body() -> int:
+        flags = _zoo_build_flags(zoo)
+        command = f"hubscan zoo build --out {zoo}{flags} && hubscan bench zoo --zoo {zoo}"
+        if out != Path("benchmarks"):
+            command += f" --out {out}"
+        return bench.zoo_summary(zoo=zoo, out=out, command=command)
+
+    run_command(body, debug=False)
+
+
+@bench_app.command("towers")
+def bench_towers(
+    pairs: Annotated[
+        int | None, typer.Option(help="training pairs for every base (default: the tower zoo's)")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="where towers.md and .json go")] = Path("benchmarks"),
+) -> None:
+    """Zero-shot accuracy of the ImageNet-MobileNetV2 base vs from-scratch bases trained with
+    the same recipe (pairs, batch, steps, seed); bases come from the zoo cache when there."""
+    from hubscan import bench_towers as towers_bench
+
+    def body() -> int:
+        command = "hubscan bench towers" + ("" if pairs is None else f" --pairs {pairs}")
+        with progress_bars() as bars:
+            result = towers_bench.run_towers_bench(
+                out=out, pairs=pairs, command=command, progress=bars
+            )
+        for b in result["bases"]:
+            accuracy = ", ".join(
+                f"{acc:.1%} ({name})" for name, acc in b["zero_shot_accuracy"].items()
+            )
+            sys.stdout.write(f"{b['base']}: {b['pairs']:,} pairs, zero-shot {accuracy}\n")
+        return ExitCode.OK
+
+    run_command(body, debug=False)
 
 
 @bench_app.command("gate")
@@ -184,6 +223,17 @@ def bench_perf(
         return ExitCode.OK
 
     run_command(body, debug=False)
+
+
+def _zoo_build_flags(zoo: Path) -> str:
+    """The `zoo build` flags that made this zoo, from its manifest (for the benchmark's command)."""
+    try:
+        manifest = json.loads((zoo / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    tower = manifest.get("tower", "vit") if isinstance(manifest, dict) else "vit"
+    quick = isinstance(manifest, dict) and manifest.get("quick") is True
+    return ("" if tower == "vit" else f" --tower {tower}") + (" --quick" if quick else "")
 
 
 def _zoo_size(zoo: Path, kinds: tuple[str, ...] = ("backdoored", "clean")) -> int:
