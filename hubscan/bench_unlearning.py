@@ -8,6 +8,8 @@ accuracy and attack success of the true trigger on the test split before and aft
   clean images with their true labels, and stamped images with their true labels (Neural
   Cleanse-style unlearning); each at a few learning rates, the rate chosen by TBAR's own rule on
   the val split (lowest attack success keeping clean accuracy >= kappa x the model's);
+- the oracle: the attack's own vector, the backdoored model minus the zoo's clean base (the
+  image tower's parameters), through TBAR's coefficient rule: an upper bound for any estimate;
 plus the coefficient curves as figures. Must not change what it measures: TBAR goes through
 pipeline_patch.patch exactly as `hubscan patch` does, baselines through unlearn.finetune.
 """
@@ -37,6 +39,7 @@ LABELS = "fashion-mnist"
 VARIANTS = ("contrast", "paper")
 BASELINE_LRS = (1e-4, 1e-3)
 BASELINES = ("clean-ft", "trigger-true-ft")
+BASE_MODEL = "base"  # the zoo's clean base, the oracle vector's start
 
 
 def run_unlearning_bench(
@@ -83,6 +86,8 @@ def _model_row(
         methods[f"tbar-known-{variant}"] = _tbar(root, m, pol, scratch, False, tick)
     methods["tbar-estimated"] = _tbar(root, m, policy, scratch, True, tick)
     methods.update(_baselines(root, m, policy, tick))
+    if (root.parent / BASE_MODEL).is_dir():
+        methods["oracle"] = _oracle(root, root.parent / BASE_MODEL, m, policy, tick)
     row["methods"] = methods
     return row
 
@@ -203,6 +208,65 @@ def _baselines(
             "tried": tried,
         }
     return out
+
+
+def _oracle(
+    root: Path, base: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
+) -> dict[str, Any]:
+    """θ_b − α·(θ_b − θ_base), α by TBAR's rule on val, measured on test (same splits)."""
+    from hubscan import unlearn
+    from hubscan.metrics import attack_success, clean_accuracy
+    from hubscan.model import load_clip
+    from hubscan.probes import load_labels, load_probes
+    from hubscan.triggers import parse_trigger
+
+    if tick is not None:
+        tick(f"{m['name']}: oracle")
+    start = time.perf_counter()
+    labels = load_labels(LABELS)
+    clip, clean = load_clip(root), load_clip(base)
+    head = clip.zero_shot_head(labels.classes, labels.templates)
+    un = policy.unlearning
+    parts = load_probes("default", labels=labels, limit=un.probe_images, seed=0).split(seed=0)
+    if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
+        raise UsageError("the unlearning benchmark needs labelled probes")
+    stamp, target = parse_trigger(m["trigger"]).apply, labels.classes.index(m["target"])
+    theta_b, theta_0 = unlearn.tower_params(clip), unlearn.tower_params(clean)
+    tau = {k: theta_b[k] - theta_0[k] for k in theta_b}
+    task = unlearn.Task(
+        stamp=stamp,
+        trigger=m["trigger"],
+        target=target,
+        target_name=m["target"],
+        estimated=False,
+        head=head,
+        tune=parts.tune.images,
+        tune_labels=parts.tune.labels,
+        val=parts.val.images,
+        val_labels=parts.val.labels,
+        labelled=True,
+    )
+    x, y = parts.test.images, parts.test.labels
+    ca0, asr0 = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
+    try:
+        removed = unlearn.remove(clip, task, un, tau=tau)
+    except NotRemediated as err:
+        curve = [list(t) for t in err.trials]
+        seconds = round(time.perf_counter() - start, 2)
+        return {"status": "no coefficient within the floor", "seconds": seconds, "curve": curve}
+    coef = removed.patch.coef
+    with unlearn.tower_at(clip, {k: theta_b[k] - coef * tau[k] for k in theta_b}):
+        ca, asr = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
+    return {
+        "status": "within floor",
+        "seconds": round(time.perf_counter() - start, 2),
+        "ca_before": round(ca0, 4),
+        "asr_before": round(asr0, 4),
+        "ca_after": round(ca, 4),
+        "asr_after": round(asr, 4),
+        "coef": coef,
+        "curve": _curve(removed.patch),
+    }
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

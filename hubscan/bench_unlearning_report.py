@@ -20,6 +20,7 @@ _LABEL = {
     "tbar-estimated": "TBAR, estimated trigger (audit's inversion; true trigger measured)",
     "clean-ft": "baseline: fine-tune on clean probes, true labels",
     "trigger-true-ft": "baseline: fine-tune on stamped probes, true labels (NC-style)",
+    "oracle": "oracle: the attack's own vector (backdoored − clean base), TBAR's α rule",
 }
 
 
@@ -43,7 +44,7 @@ def figures(result: dict[str, Any], out: Path) -> list[str]:
         curves = [
             (method.removeprefix("tbar-known-"), _trials(res))
             for method, res in first["methods"].items()
-            if method.startswith("tbar-") and "curve" in res
+            if (method.startswith("tbar-") or method == "oracle") and "curve" in res
         ]
         if curves:
             name = "unlearning-alpha-variants.png"

@@ -74,11 +74,16 @@ def remove(
     *,
     seed: int = 0,
     tick: Tick | None = None,
+    tau: State | None = None,
 ) -> Removal:
-    """TBAR on `clip.model`, which is left as it was found."""
+    """TBAR on `clip.model`, which is left as it was found. `tau`: a trigger vector known
+    otherwise (the benchmark's oracle, θ_b − θ_base) instead of the policy's estimate."""
     start = time.perf_counter()
     before = tower_params(clip)
-    tau = trigger_vector(clip, task, policy, seed=seed, tick=tick)
+    if tau is None:
+        tau = trigger_vector(clip, task, policy, seed=seed, tick=tick)
+    elif tau.keys() != before.keys():
+        raise ValueError("a given trigger vector must cover exactly the image tower's parameters")
     trials = _search(clip, task, policy, before, tau, tick)
     reference = trials[0]  # α = 0: θ_b itself
     floor = policy.clean_floor * reference.clean_accuracy

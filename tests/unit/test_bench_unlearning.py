@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,19 @@ def test_page_and_figures_show_every_method_and_family(tmp_path: Path) -> None:
     assert "| warp-a | 80.0% / 90.0% | 80.0% / 0.0% | not detected |" in page
     assert "| TBAR, estimated trigger (audit's inversion; true trigger measured) | 1/2 |" in page
     assert all(f"![{n}]({n})" in page for n in names)
+
+
+def test_the_oracle_vector_removes_a_zoo_backdoor_within_the_floor(quick_zoo: Path) -> None:
+    """The attack's own vector (backdoored − base) is the upper bound the estimates are
+    compared with: on a real zoo backdoor it must remove it and keep clean accuracy."""
+    from hubscan.bench_unlearning import _oracle
+    from hubscan.policy import load_policy
+
+    manifest = json.loads((quick_zoo / "manifest.json").read_text())
+    m = next(x for x in manifest["models"] if x["name"] == "patch-white-br-bag")
+    policy = load_policy("default")
+    res = _oracle(quick_zoo / m["name"], quick_zoo / "base", m, policy, None)
+    assert res["status"] == "within floor"
+    assert res["asr_before"] > 0.8 and res["asr_after"] <= 0.05
+    assert res["ca_after"] >= policy.unlearning.clean_floor * res["ca_before"] - 0.02
+    assert 0 < res["coef"] <= 2
