@@ -175,12 +175,13 @@ def bench_unlearning(
     ),
 ) -> None:
     """TBAR on every backdoored zoo model (known trigger with two vectors, estimated trigger)
-    against two fine-tuning baselines; the coefficient curves as figures."""
+    against two fine-tuning baselines and the oracle vector; the coefficient curves as figures."""
     from hubscan import bench_unlearning
 
     def body() -> int:
         with progress_bars() as bars:
-            runs = len(bench_unlearning.VARIANTS) + 1 + len(bench_unlearning.BASELINES)
+            # the known-trigger variants, the estimated trigger, the baselines and the oracle
+            runs = len(bench_unlearning.VARIANTS) + len(bench_unlearning.BASELINES) + 2
             tick = bars("runs", runs * _zoo_size(zoo, kinds=("backdoored",)))
             result = bench_unlearning.run_unlearning_bench(
                 zoo=zoo,
