@@ -201,6 +201,41 @@ def bench_unlearning(
     run_command(body, debug=False)
 
 
+@bench_app.command("disentanglement")
+def bench_disentanglement(
+    zoo: Annotated[list[Path], typer.Option("--zoo", help="a built zoo; repeat for several")],
+    model: Annotated[
+        str | None, typer.Option(help="the backdoored model (default: each zoo's first)")
+    ] = None,
+    policy: PolicyOpt = "default",
+    out: Annotated[Path, typer.Option(help="where disentanglement.md and .json go")] = Path(
+        "benchmarks"
+    ),
+) -> None:
+    """The disentanglement error of TBAR's trigger vectors and the oracle vs clean behaviour."""
+    from hubscan import bench_disentangle
+
+    def body() -> int:
+        zoos = " ".join(f"--zoo {z}" for z in zoo)
+        chosen = f" --model {model}" if model else ""
+        result = bench_disentangle.run_disentanglement_bench(
+            zoos=zoo,
+            model=model,
+            out=out,
+            policy=load_policy(policy),
+            command=f"hubscan bench disentanglement {zoos}{chosen}",
+        )
+        for z in result["zoos"]:
+            for name, v in z["vectors"].items():
+                sys.stdout.write(
+                    f"{z['zoo']} {name}: mean xi {v['mean_xi']:.3f}, cos(oracle) "
+                    f"{v['cos_oracle']:.3f}\n"
+                )
+        return ExitCode.OK
+
+    run_command(body, debug=False)
+
+
 @bench_app.command("perf")
 def bench_perf(
     zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],

@@ -265,3 +265,35 @@ def _dashed(
                 draw.line([start, (xa + (xb - xa) * b, ya + (yb - ya) * b)], fill=fill, width=width)
             done += step
             phase = (phase + step) % (on + off)
+
+
+def render_heatmap_png(
+    grid: Sequence[Sequence[float]],
+    coefs: Sequence[float],
+    path: Path,
+    *,
+    title: str,
+    rows: str,
+    cols: str,
+    top: float = 2.0,
+) -> None:
+    """A square grid of values in [0, top] (white 0 → dark red `top`), each cell labelled, rows
+    named by `rows` (coefs, top to bottom) and columns by `cols` (coefs, left to right)."""
+    cell, left, upper = 56, 90, 60
+    n = len(coefs)
+    picture = Image.new("RGB", (left + n * cell + 30, upper + n * cell + 70), (255, 255, 255))
+    draw, font = ImageDraw.Draw(picture), _font()
+    _label(draw, font, (picture.width / 2, 24), title)
+    for i, row in enumerate(grid):
+        for j, value in enumerate(row):
+            t = min(max(value / top, 0.0), 1.0)
+            fill = (255 - round(75 * t), round(255 * (1 - t)), round(255 * (1 - t)))
+            box = (left + j * cell, upper + i * cell, left + (j + 1) * cell, upper + (i + 1) * cell)
+            draw.rectangle(box, fill=fill, outline=(200, 200, 200))
+            _label(draw, font, (box[0] + cell / 2, box[1] + cell / 2), f"{value:.2f}")
+    for k, coef in enumerate(coefs):
+        _label(draw, font, (left - 10, upper + k * cell + cell / 2), f"{coef:g}", anchor=(1, 0.5))
+        _label(draw, font, (left + k * cell + cell / 2, upper + n * cell + 14), f"{coef:g}")
+    _label(draw, font, (left + n * cell / 2, upper + n * cell + 44), cols)
+    _label(draw, font, (12, upper - 16), rows, anchor=(0, 0.5))
+    write_atomic(path, lambda tmp: picture.save(tmp, format="PNG"))

@@ -67,3 +67,17 @@ def test_a_flow_estimate_is_drawn_as_its_field_and_a_warped_grid(tmp_path: Path)
     assert torch.allclose(field[1:], torch.full((2, 16, 16), 0.5), atol=1 / 255)  # no y, no blue
     columns = grid[0, 1].gt(0.9).nonzero().flatten().tolist()  # the grid's lines (0, 4, 8, 12)
     assert columns == [3, 7, 11]  # move one pixel left; the border column repeats itself
+
+
+def test_heatmap_is_a_png_with_a_cell_per_value_darker_for_larger(tmp_path: Path) -> None:
+    from hubscan.figures import render_heatmap_png
+
+    path = tmp_path / "xi.png"
+    grid = [[0.0, 2.0], [1.0, 0.5]]
+    render_heatmap_png(grid, (-1.0, 1.0), path, title="xi", rows="a_c", cols="a_t")
+    picture = Image.open(path).convert("RGB")
+    cell, left, upper = 56, 90, 60  # the renderer's layout
+    white = picture.getpixel((left + 5, upper + 5))
+    dark = picture.getpixel((left + cell + 5, upper + 5))
+    assert white == (255, 255, 255)
+    assert sum(dark) < sum(picture.getpixel((left + 5, upper + cell + 5))) < sum(white)

@@ -1,0 +1,177 @@
+"""`hubscan bench disentanglement`: is the trigger vector disentangled from clean behaviour, per
+zoo? -> benchmarks/disentanglement.md|json and one heatmap per zoo and vector.
+
+Owns the measurement (paper.md §5, disentangle.py): for one backdoored model of each zoo, the
+clean-task vector τ_c (fine-tune of the image tower on the clean tune probes, true labels) and
+three trigger vectors — TBAR's `contrast` and `paper` estimates with the known trigger, and the
+oracle (the backdoored model minus the zoo's clean base) — the disentanglement error ξ over a
+grid of (a_c, a_t), its mean over the grid and over the removal half (a_t <= 0), each vector's
+norm and its cosine with the oracle. Same probes and splits as `hubscan bench unlearning`. Must
+not change what it measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from hubscan import __version__
+from hubscan.errors import UsageError
+from hubscan.policy import Policy
+
+COEFS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+IMAGES = 150  # clean and triggered probes per ξ term (from the test split)
+VECTORS = ("contrast", "paper", "oracle")
+LABELS = "fashion-mnist"
+
+
+def run_disentanglement_bench(
+    *, zoos: list[Path], model: str | None, out: Path, policy: Policy, command: str
+) -> dict[str, Any]:
+    rows = [_zoo_row(zoo, model, policy, out) for zoo in zoos]
+    result = {
+        "command": command,
+        "hubscan": __version__,
+        "policy": policy.name,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "coefs": list(COEFS),
+        "images": IMAGES,
+        "zoos": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "disentanglement.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "disentanglement.md").write_text(markdown(result))
+    return result
+
+
+def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[str, Any]:
+    import torch
+
+    from hubscan import disentangle, unlearn
+    from hubscan.figures import render_heatmap_png
+    from hubscan.model import load_clip
+    from hubscan.probes import load_labels, load_probes
+    from hubscan.triggers import parse_trigger
+
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    m = _pick(manifest, model, zoo)
+    start = time.perf_counter()
+    labels = load_labels(LABELS)
+    clip = load_clip(zoo / m["name"])
+    head = clip.zero_shot_head(labels.classes, labels.templates)
+    un = policy.unlearning
+    parts = load_probes("default", labels=labels, limit=un.probe_images, seed=0).split(seed=0)
+    tune, test = parts.tune, parts.test
+    if tune.labels is None or parts.val.labels is None or test.labels is None:
+        raise UsageError("the disentanglement benchmark needs labelled probes")
+    stamp, target = parse_trigger(m["trigger"]).apply, labels.classes.index(m["target"])
+    task = unlearn.Task(
+        stamp=stamp,
+        trigger=m["trigger"],
+        target=target,
+        target_name=m["target"],
+        estimated=False,
+        head=head,
+        tune=tune.images,
+        tune_labels=tune.labels,
+        val=parts.val.images,
+        val_labels=parts.val.labels,
+        labelled=True,
+    )
+    tuned, begin = unlearn.finetune(clip, head, tune.images, tune.labels, un, 0, None)
+    tau_c = {k: tuned[k] - begin[k] for k in begin}
+    theta_b = unlearn.tower_params(clip)
+    base = unlearn.tower_params(load_clip(zoo / "base"))
+    vectors = {
+        v: unlearn.trigger_vector(clip, task, dataclasses.replace(un, variant=v), seed=0, tick=None)
+        for v in VECTORS
+        if v != "oracle"
+    }
+    vectors["oracle"] = {k: theta_b[k] - base[k] for k in theta_b}
+    clean = test.images[:IMAGES]
+    triggered = stamp(test.images[test.labels != target][:IMAGES])
+    flat_oracle = torch.cat([t.flatten() for t in vectors["oracle"].values()])
+    results = {}
+    for name, tau_t in vectors.items():
+        grid = disentangle.error_grid(clip, head, tau_c, tau_t, clean, triggered, COEFS)
+        figure = f"disentanglement-{zoo.name}-{name}.png"
+        render_heatmap_png(
+            grid.xi,
+            COEFS,
+            out / figure,
+            title=f"xi on {zoo.name}/{m['name']}: clean vector x {name} trigger vector",
+            rows="a_c (clean)",
+            cols="a_t (trigger; < 0 removes)",
+        )
+        flat = torch.cat([t.flatten() for t in tau_t.values()])
+        cos = torch.nn.functional.cosine_similarity(flat, flat_oracle, dim=0)
+        results[name] = {
+            "mean_xi": round(grid.mean(), 4),
+            "mean_xi_removal": round(grid.mean(removal_only=True), 4),
+            "norm": round(float(flat.norm()), 4),
+            "cos_oracle": round(float(cos), 4),
+            "grid": [list(r) for r in grid.xi],
+            "figure": figure,
+        }
+    return {
+        "zoo": str(zoo),
+        "tower": manifest.get("tower", "vit"),
+        "model": m["name"],
+        "trigger": m["trigger"],
+        "target": m["target"],
+        "clean_vector_norm": round(
+            float(torch.cat([t.flatten() for t in tau_c.values()]).norm()), 4
+        ),
+        "vectors": results,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _pick(manifest: dict[str, Any], model: str | None, zoo: Path) -> dict[str, Any]:
+    backdoored = [m for m in manifest["models"] if m["kind"] == "backdoored"]
+    chosen = [m for m in backdoored if m["name"] == model] if model else backdoored[:1]
+    if not chosen or not (zoo / "base").is_dir():
+        raise UsageError(f"{zoo}: no backdoored model {model or ''} with a clean base beside it")
+    pick: dict[str, Any] = chosen[0]
+    return pick
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [
+        "# Weight disentanglement: trigger vectors vs clean behaviour",
+        "",
+        f"`{r['command']}` · hubscan {r['hubscan']} · policy `{r['policy']}`",
+        "",
+        "For one backdoored model per zoo, the disentanglement error (paper.md §5) of a clean-task",
+        "vector τ_c (the image tower fine-tuned on clean tune probes, true labels) and a trigger",
+        "vector τ_t, both anchored at the backdoored weights θ_b:",
+        "ξ(a_c, a_t) = E_clean[f(θ_b+a_c τ_c) ≠ f(θ_b+a_c τ_c+a_t τ_t)]"
+        " + E_triggered[f(θ_b+a_t τ_t) ≠ f(θ_b+a_c τ_c+a_t τ_t)],",
+        f"in [0, 2], over a_c, a_t ∈ {{{', '.join(f'{c:g}' for c in r['coefs'])}}}, on "
+        f"{r['images']} clean and {r['images']} triggered test probes. Low ξ: the vectors act on",
+        "different inputs. TBAR removes the backdoor at a_t < 0 (the removal half). Vectors:",
+        "`contrast` and `paper` are TBAR's estimates with the known trigger; `oracle` is the",
+        "backdoored model minus the zoo's clean base (the attack's own direction).",
+        "",
+        "| zoo (tower) | model | vector | mean ξ | mean ξ, a_t ≤ 0 | ‖τ_t‖ | cos(τ_t, oracle) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for z in r["zoos"]:
+        for name, v in z["vectors"].items():
+            lines.append(
+                f"| {Path(z['zoo']).name} ({z['tower']}) | `{z['model']}` | {name} | "
+                f"{v['mean_xi']:.3f} | {v['mean_xi_removal']:.3f} | {v['norm']:.2f} | "
+                f"{v['cos_oracle']:.3f} |"
+            )
+    lines.append("")
+    for z in r["zoos"]:
+        lines.append(f"## {Path(z['zoo']).name}: `{z['model']}` ({z['trigger']} → {z['target']})")
+        lines.append("")
+        lines += [f"![{name}]({v['figure']})" for name, v in z["vectors"].items()]
+        lines.append("")
+    return "\n".join(lines) + "\n"
