@@ -98,7 +98,8 @@ def _markdown(r: dict[str, Any]) -> str:
         f"{rec['weight_decay']}, {rec['warmup_steps']} warmup steps then cosine, seed "
         f"{rec['seed']}; the last row is the first zoo's own base, for reference. Zero-shot "
         "accuracy through the prompt-template head; training time as noted in the zoo cache "
-        "when the model was trained (- when the entry predates that note).",
+        "when the model was trained (- when the entry predates that note): wall time, so "
+        "comparable only between bases trained on an otherwise idle machine.",
         "",
         "| base | pairs | steps | train time | "
         + " | ".join(f"zero-shot acc, {title}" for _, title in PROBE_SETS)
