@@ -24,10 +24,10 @@ from hubscan.zoo_variants import LONG, SHORT
 
 TOWER = "mobilenetv2"
 TOWERS = ("vit", TOWER)  # what `hubscan zoo build --tower` accepts
-# Measured on 2 cores (~100 pairs/s at 64 px, 4x slower than the first zoo's 28 px ViT): the
-# ImageNet trunk needs far fewer pairs than the from-scratch base's 80k (benchmarks/towers.md),
-# and the fine-tunes plant the first zoo's backdoors with half its pairs. Batch 128 gives the fresh
-# text tower and projection as many steps as the budgets allow.
+# Measured on 2 idle cores: ~110 pairs/s at 64 px, a third of the first zoo's 28 px ViT; the base
+# (24k pairs, 3.5 min) reaches 92 % zero-shot where the from-scratch base needs 80k pairs for 87 %
+# (benchmarks/towers.md), and 12k-pair fine-tunes (~1.7 min) plant the quick zoo's backdoors at
+# >= 99.6 % attack success. Batch 128 gives the fresh text tower and projection more steps.
 BASE = Recipe(samples=24_000, batch_size=128, lr=1e-3, weight_decay=0.1, warmup_steps=20, seed=0)
 FINETUNE: dict[str, Any] = {"batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup_steps": 10}
 BUDGETS = {SHORT: 12_000, LONG: 30_000}
