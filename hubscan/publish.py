@@ -28,7 +28,8 @@ from hubscan.records import Release, ReleaseFile, RunReport
 REPORT_NAME = "report.json"
 MARKER_NAME = ".hubscan-release"  # release.MARKER_NAME (release.py imports torch; this must not)
 EVIDENCE_DIR = "hubscan"
-ROOT_FILES = frozenset({"open_clip_model.safetensors", "open_clip_config.json", "README.md"})
+WEIGHTS_NAME = "open_clip_model.safetensors"  # model.WEIGHTS_NAME (model.py imports torch)
+ROOT_FILES = frozenset({WEIGHTS_NAME, "open_clip_config.json", "README.md"})
 TITLE_PREFIX = "hubscan:"
 _MAX_REPORT_BYTES = 64 << 20
 _COMMIT_CHARS = 12  # of the audited commit, in the title: how a rerun recognises its own PR
@@ -160,6 +161,9 @@ def _listed(release: Release, verification_sha: str | None) -> tuple[ReleaseFile
     names = [f.path for f in release.files]
     if len(set(names)) != len(names) or REPORT_NAME in names or MARKER_NAME in names:
         raise NotVerifiedRelease("the release lists a file twice, or lists report.json")
+    weights = next((f for f in release.files if f.path == WEIGHTS_NAME), None)
+    if weights is not None and weights.sha256 != verification_sha:
+        raise NotVerifiedRelease("the release's weights are not the file verification measured")
     if not set(names) >= ROOT_FILES:
         missing = ", ".join(sorted(ROOT_FILES - set(names)))
         raise NotVerifiedRelease(f"the release lists no {missing}")

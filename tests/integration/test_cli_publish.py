@@ -161,6 +161,28 @@ def test_a_release_whose_verification_failed_is_refused(
     assert write_requests(hub) == []
 
 
+def test_a_release_whose_weights_are_not_the_verified_file_is_refused(
+    released: Released, hub: FakeHub, tmp_path: Path
+) -> None:
+    copy = tmp_path / "release"
+    shutil.copytree(released.out, copy)
+    report = json.loads((copy / "report.json").read_text())
+    report["verification"]["weights_sha256"] = "0" * 64
+    (copy / "report.json").write_text(json.dumps(report))
+    code, _, err = publish(str(copy), "--yes")
+    assert code == ExitCode.NOT_REMEDIATED
+    assert "not the file verification measured" in err and write_requests(hub) == []
+
+
+def test_the_publish_module_names_the_files_as_the_loader_and_release_do() -> None:
+    from hubscan import publish as publishing
+    from hubscan.model import CONFIG_NAME, WEIGHTS_NAME
+    from hubscan.release import CARD_NAME, MARKER_NAME
+
+    assert publishing.WEIGHTS_NAME == WEIGHTS_NAME and publishing.MARKER_NAME == MARKER_NAME
+    assert {WEIGHTS_NAME, CONFIG_NAME, CARD_NAME} == publishing.ROOT_FILES
+
+
 def test_a_directory_that_is_not_a_release_exits_3(hub: FakeHub, tmp_path: Path) -> None:
     code, _, err = publish(str(tmp_path), "--yes")
     assert code == ExitCode.NO_VERDICT
