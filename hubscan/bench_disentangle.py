@@ -27,7 +27,6 @@ from hubscan.policy import Policy
 COEFS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 IMAGES = 150  # clean and triggered probes per ξ term (from the test split)
 VECTORS = ("contrast", "paper", "oracle")
-LABELS = "fashion-mnist"
 
 
 def run_disentanglement_bench(
@@ -53,37 +52,16 @@ def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[st
     import torch
 
     from hubscan import disentangle, unlearn
+    from hubscan.bench_unlearning import known_setup
     from hubscan.figures import render_heatmap_png
     from hubscan.model import load_clip
-    from hubscan.probes import load_labels, load_probes
-    from hubscan.triggers import parse_trigger
 
     manifest = json.loads((zoo / "manifest.json").read_text())
     m = _pick(manifest, model, zoo)
     start = time.perf_counter()
-    labels = load_labels(LABELS)
-    clip = load_clip(zoo / m["name"])
-    head = clip.zero_shot_head(labels.classes, labels.templates)
-    un = policy.unlearning
-    parts = load_probes("default", labels=labels, limit=un.probe_images, seed=0).split(seed=0)
-    tune, test = parts.tune, parts.test
-    if tune.labels is None or parts.val.labels is None or test.labels is None:
-        raise UsageError("the disentanglement benchmark needs labelled probes")
-    stamp, target = parse_trigger(m["trigger"]).apply, labels.classes.index(m["target"])
-    task = unlearn.Task(
-        stamp=stamp,
-        trigger=m["trigger"],
-        target=target,
-        target_name=m["target"],
-        estimated=False,
-        head=head,
-        tune=tune.images,
-        tune_labels=tune.labels,
-        val=parts.val.images,
-        val_labels=parts.val.labels,
-        labelled=True,
-    )
-    tuned, begin = unlearn.finetune(clip, head, tune.images, tune.labels, un, 0, None)
+    known = known_setup(zoo / m["name"], m, policy)
+    clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
+    tuned, begin = unlearn.finetune(clip, head, task.tune, task.tune_labels, un, 0, None)
     tau_c = {k: tuned[k] - begin[k] for k in begin}
     theta_b = unlearn.tower_params(clip)
     base = unlearn.tower_params(load_clip(zoo / "base"))
@@ -93,8 +71,8 @@ def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[st
         if v != "oracle"
     }
     vectors["oracle"] = {k: theta_b[k] - base[k] for k in theta_b}
-    clean = test.images[:IMAGES]
-    triggered = stamp(test.images[test.labels != target][:IMAGES])
+    clean = known.test[:IMAGES]
+    triggered = task.stamp(known.test[known.test_labels != task.target][:IMAGES])
     flat_oracle = torch.cat([t.flatten() for t in vectors["oracle"].values()])
     results = {}
     for name, tau_t in vectors.items():

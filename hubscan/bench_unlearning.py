@@ -25,12 +25,18 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubscan import __version__, pipeline_patch
 from hubscan.errors import NotRemediated, UsageError
 from hubscan.policy import Policy
 from hubscan.records import Comparison, Patch, RunReport
+
+if TYPE_CHECKING:
+    import torch
+
+    from hubscan.model import ClipHandle
+    from hubscan.unlearn import Task
 
 Tick = Callable[[str], None]  # told "<model>: <method>" as each run starts
 LABELS = "fashion-mnist"
@@ -149,13 +155,20 @@ def _curve(patch: Patch) -> list[list[float]]:
     return [[t.coef, t.clean_accuracy, t.attack_success] for t in patch.trials]
 
 
-def _baselines(
-    root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
-) -> dict[str, dict[str, Any]]:
-    """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
-    many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
+@dataclasses.dataclass(frozen=True)
+class KnownSetup:
+    """A zoo model with its known trigger, on the probes and splits pipeline_patch makes with
+    seed 0: what the baselines, the oracle and the disentanglement benchmark share."""
+
+    clip: ClipHandle
+    head: torch.Tensor
+    task: Task  # TBAR's task for the known trigger: tune and val, labelled
+    test: torch.Tensor  # the split nothing is chosen on
+    test_labels: torch.Tensor
+
+
+def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
     from hubscan import unlearn
-    from hubscan.metrics import attack_success, clean_accuracy
     from hubscan.model import load_clip
     from hubscan.probes import load_labels, load_probes
     from hubscan.triggers import parse_trigger
@@ -163,20 +176,46 @@ def _baselines(
     labels = load_labels(LABELS)
     clip = load_clip(root)
     head = clip.zero_shot_head(labels.classes, labels.templates)
-    un = policy.unlearning
-    probes = load_probes("default", labels=labels, limit=un.probe_images, seed=0)
-    parts = probes.split(seed=0)  # the splits pipeline_patch makes with seed 0
-    if parts.tune.labels is None:
-        raise UsageError("the unlearning benchmark needs labelled probes")
-    stamp, target = parse_trigger(m["trigger"]).apply, labels.classes.index(m["target"])
+    probes = load_probes("default", labels=labels, limit=policy.unlearning.probe_images, seed=0)
+    parts = probes.split(seed=0)
+    if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
+        raise UsageError("the benchmark needs labelled probes")
+    task = unlearn.Task(
+        stamp=parse_trigger(m["trigger"]).apply,
+        trigger=m["trigger"],
+        target=labels.classes.index(m["target"]),
+        target_name=m["target"],
+        estimated=False,
+        head=head,
+        tune=parts.tune.images,
+        tune_labels=parts.tune.labels,
+        val=parts.val.images,
+        val_labels=parts.val.labels,
+        labelled=True,
+    )
+    return KnownSetup(
+        clip=clip, head=head, task=task, test=parts.test.images, test_labels=parts.test.labels
+    )
 
-    def measure(split: Any) -> tuple[float, float]:
-        x, y = split.images, split.labels
+
+def _baselines(
+    root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
+) -> dict[str, dict[str, Any]]:
+    """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
+    many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
+    from hubscan import unlearn
+    from hubscan.metrics import attack_success, clean_accuracy
+
+    known = known_setup(root, m, policy)
+    clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
+    stamp, target = task.stamp, task.target
+
+    def measure(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         return clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
 
-    ca0, asr0 = measure(parts.test)
-    ca_val0 = measure(parts.val)[0]
-    x = parts.tune.images
+    ca0, asr0 = measure(known.test, known.test_labels)
+    ca_val0 = measure(task.val, task.val_labels)[0]
+    x = task.tune
     inputs = {"clean-ft": x, "trigger-true-ft": stamp(x)}
     out = {}
     for name in BASELINES:
@@ -186,10 +225,10 @@ def _baselines(
         tried: list[dict[str, Any]] = []
         for lr in BASELINE_LRS:
             pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
-            tuned, _ = unlearn.finetune(clip, head, inputs[name], parts.tune.labels, pol, 0, None)
+            tuned, _ = unlearn.finetune(clip, head, inputs[name], task.tune_labels, pol, 0, None)
             with unlearn.tower_at(clip, tuned):
-                ca_val, asr_val = measure(parts.val)
-                ca, asr = measure(parts.test)
+                ca_val, asr_val = measure(task.val, task.val_labels)
+                ca, asr = measure(known.test, known.test_labels)
             tried.append({"lr": lr, "val": [ca_val, asr_val], "test": [ca, asr]})
         ok = [t for t in tried if t["val"][0] >= un.clean_floor * ca_val0]
         pick = (
@@ -217,36 +256,16 @@ def _oracle(
     from hubscan import unlearn
     from hubscan.metrics import attack_success, clean_accuracy
     from hubscan.model import load_clip
-    from hubscan.probes import load_labels, load_probes
-    from hubscan.triggers import parse_trigger
 
     if tick is not None:
         tick(f"{m['name']}: oracle")
     start = time.perf_counter()
-    labels = load_labels(LABELS)
-    clip, clean = load_clip(root), load_clip(base)
-    head = clip.zero_shot_head(labels.classes, labels.templates)
-    un = policy.unlearning
-    parts = load_probes("default", labels=labels, limit=un.probe_images, seed=0).split(seed=0)
-    if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
-        raise UsageError("the unlearning benchmark needs labelled probes")
-    stamp, target = parse_trigger(m["trigger"]).apply, labels.classes.index(m["target"])
-    theta_b, theta_0 = unlearn.tower_params(clip), unlearn.tower_params(clean)
+    known = known_setup(root, m, policy)
+    clip, head, task = known.clip, known.head, known.task
+    stamp, target, un = task.stamp, task.target, policy.unlearning
+    theta_b, theta_0 = unlearn.tower_params(clip), unlearn.tower_params(load_clip(base))
     tau = {k: theta_b[k] - theta_0[k] for k in theta_b}
-    task = unlearn.Task(
-        stamp=stamp,
-        trigger=m["trigger"],
-        target=target,
-        target_name=m["target"],
-        estimated=False,
-        head=head,
-        tune=parts.tune.images,
-        tune_labels=parts.tune.labels,
-        val=parts.val.images,
-        val_labels=parts.val.labels,
-        labelled=True,
-    )
-    x, y = parts.test.images, parts.test.labels
+    x, y = known.test, known.test_labels
     ca0, asr0 = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
     try:
         removed = unlearn.remove(clip, task, un, tau=tau)
