@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hubscan.atomic import cache_root
+from hubscan.atomic import cache_root, file_sha256
 from hubscan.jsonio import JsonShapeError, from_jsonable, to_jsonable
 from hubscan.records import RunReport, TriggerArtifact, Verdict
 
@@ -78,14 +78,10 @@ def _folder_sha256(root: Path) -> str:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+        return file_sha256(path)
     except OSError as err:  # unreadable now: the probe reader will say why; never a hit
-        digest.update(f"unreadable:{err.errno}".encode())
-    return digest.hexdigest()
+        return f"unreadable:{err.errno}"
 
 
 def audits_root() -> Path:

@@ -17,6 +17,7 @@ pipeline_patch.patch exactly as `hubscan patch` does, baselines through unlearn.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -24,11 +25,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubscan import __version__, pipeline_patch
+from hubscan.atomic import cache_root, file_sha256, write_text_atomic
 from hubscan.errors import NotRemediated, UsageError
+from hubscan.model import WEIGHTS_NAME
 from hubscan.policy import Policy
 from hubscan.records import Comparison, Patch, RunReport
 
@@ -46,38 +50,101 @@ VARIANTS = ("contrast", "paper")
 BASELINE_LRS = (1e-4, 1e-3)
 BASELINES = ("clean-ft", "trigger-true-ft")
 BASE_MODEL = "base"  # the zoo's clean base, the oracle vector's start
+# Hashed into every cached row's key: bump when a change alters what a row measures.
+BENCH_VERSION = 1
 
 
 def run_unlearning_bench(
-    *, zoo: Path, out: Path, policy: Policy, command: str, tick: Tick | None
+    *, zoos: list[Path], out: Path, policy: Policy, command: str, tick: Tick | None
 ) -> dict[str, Any]:
-    manifest_path = zoo / "manifest.json"
-    if not manifest_path.is_file():
-        raise UsageError(f"--zoo {zoo} has no manifest.json (build it with `hubscan zoo build`)")
-    models = [
-        m for m in json.loads(manifest_path.read_text())["models"] if m["kind"] == "backdoored"
+    """Every zoo's backdoored models, zoo after zoo; the page is rewritten after each model, so
+    a run cut short shows what it measured, and a rerun takes finished rows from the cache."""
+    plans = [_plan(zoo) for zoo in zoos]
+    sections: list[dict[str, Any]] = [
+        {**meta, "models": [], "complete": False} for meta, _ in plans
     ]
-    # One model of each family first: the pages are rewritten after every model, so a run cut
-    # short still covers every family.
-    firsts = {m["family"]: m["name"] for m in reversed(models)}
-    models.sort(key=lambda m: m["name"] not in firsts.values())
-    rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hubscan-bench-") as scratch:
-        for m in models:
-            rows.append(_model_row(zoo / m["name"], m, policy, Path(scratch), tick))
-            result = {
-                "command": command,
-                "hubscan": __version__,
-                "policy": policy.name,
-                "policy_sha256": policy.sha256,
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                "complete": len(rows) == len(models),
-                "models": rows,
-                "summary": _summary(rows),
-            }
-            _write(out, result)
+        for (meta, models), section in zip(plans, sections, strict=True):
+            zoo = Path(meta["path"])
+            for m in models:
+                measure = partial(_model_row, zoo / m["name"], m, policy, Path(scratch), tick)
+                section["models"].append(_cached_row(zoo, m, policy, measure, tick))
+                section["complete"] = len(section["models"]) == len(models)
+                section["summary"] = _summary(section["models"])
+                result = {
+                    "command": command,
+                    "hubscan": __version__,
+                    "policy": policy.name,
+                    "policy_sha256": policy.sha256,
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                    "complete": all(s["complete"] for s in sections),
+                    "zoos": [s for s in sections if s["models"]],
+                }
+                _write(out, result)
     return result
+
+
+def _plan(zoo: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The zoo's description and its backdoored models, one model of each family first (a run
+    cut short still covers every family)."""
+    manifest_path = zoo / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        models = [m for m in manifest["models"] if m["kind"] == "backdoored"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(
+            f"--zoo {zoo} has no readable manifest.json (build it with `hubscan zoo build`): {err}"
+        ) from None
+    firsts = {m["family"]: m["name"] for m in reversed(models)}
+    models.sort(key=lambda m: m["name"] not in firsts.values())
+    meta = {
+        "zoo": zoo.name,
+        "path": str(zoo),
+        "tower": manifest.get("tower", "vit"),
+        "quick": bool(manifest.get("quick", False)),
+    }
+    return meta, models
+
+
+def _cached_row(
+    zoo: Path,
+    m: dict[str, Any],
+    policy: Policy,
+    measure: Callable[[], dict[str, Any]],
+    tick: Tick | None,
+) -> dict[str, Any]:
+    """A model's row from the cache when the same weights (and base) were measured by this
+    benchmark version under the same policy; else measured now and stored."""
+    base = zoo / BASE_MODEL / WEIGHTS_NAME
+    key = hashlib.sha256(
+        json.dumps(
+            [
+                BENCH_VERSION,
+                policy.sha256,
+                VARIANTS,
+                BASELINES,
+                BASELINE_LRS,
+                m["trigger"],
+                m["target"],
+                file_sha256(zoo / m["name"] / WEIGHTS_NAME),
+                file_sha256(base) if base.is_file() else None,
+            ]
+        ).encode()
+    ).hexdigest()[:24]
+    path = cache_root() / "bench-unlearning" / f"{key}.json"
+    try:
+        row: dict[str, Any] = json.loads(path.read_text())
+        if row.get("name") == m["name"] and isinstance(row.get("methods"), dict):
+            if tick is not None:
+                for _ in row["methods"]:
+                    tick(f"{m['name']}: cached")
+            return {**row, "cached": True}
+    except (OSError, ValueError):
+        pass  # not measured yet, or unreadable: measure
+    row = measure()
+    write_text_atomic(path, json.dumps(row, indent=1) + "\n")
+    return {**row, "cached": False}
 
 
 def _model_row(
@@ -323,7 +390,6 @@ def _means(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:
-    from hubscan.atomic import write_text_atomic
     from hubscan.bench_unlearning_report import figures, markdown
 
     out.mkdir(parents=True, exist_ok=True)

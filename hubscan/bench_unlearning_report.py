@@ -24,11 +24,21 @@ _LABEL = {
 }
 
 
-def figures(result: dict[str, Any], out: Path) -> list[str]:
-    """One PNG per trigger family (default vector, known trigger: one curve per model) and one
-    per model comparing the vectors; returns their file names."""
+_TOWER = {
+    "vit": "ViT image tower trained from scratch (28 px)",
+    "mobilenetv2": "ImageNet MobileNetV2 image tower, fine-tuned (64 px)",
+}
+
+
+def figures(result: dict[str, Any], out: Path) -> dict[str, list[str]]:
+    """Per zoo: one PNG per trigger family (default vector, known trigger: one curve per model)
+    and one comparing the vectors on the zoo's first model. Returns zoo name -> file names."""
+    return {z["zoo"]: _zoo_figures(z, out) for z in result["zoos"]}
+
+
+def _zoo_figures(z: dict[str, Any], out: Path) -> list[str]:
     names = []
-    rows = result["models"]
+    rows, tag = z["models"], z["tower"]
     for family in sorted({r["family"] for r in rows}):
         curves = [
             (r["name"], _trials(r["methods"]["tbar-known-contrast"]))
@@ -36,8 +46,9 @@ def figures(result: dict[str, Any], out: Path) -> list[str]:
             if r["family"] == family and "curve" in r["methods"]["tbar-known-contrast"]
         ]
         if curves:
-            name = f"unlearning-alpha-{family}.png"
-            render_alpha_png(curves, out / name, title=f"TBAR (contrast, known trigger): {family}")
+            name = f"unlearning-{tag}-alpha-{family}.png"
+            title = f"TBAR (contrast, known trigger), {tag}: {family}"
+            render_alpha_png(curves, out / name, title=title)
             names.append(name)
     if rows:
         first = rows[0]
@@ -47,8 +58,8 @@ def figures(result: dict[str, Any], out: Path) -> list[str]:
             if (method.startswith("tbar-") or method == "oracle") and "curve" in res
         ]
         if curves:
-            name = "unlearning-alpha-variants.png"
-            title = f"TBAR trigger-vector variants on {first['name']}"
+            name = f"unlearning-{tag}-alpha-variants.png"
+            title = f"TBAR trigger vectors on {first['name']} ({tag})"
             render_alpha_png(curves, out / name, title=title)
             names.append(name)
     return names
@@ -58,10 +69,12 @@ def _trials(res: dict[str, Any]) -> list[CoefTrial]:
     return [CoefTrial(coef=c, clean_accuracy=a, attack_success=s) for c, a, s in res["curve"]]
 
 
-def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
-    summary = result["summary"]
+def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
+    zoos = result["zoos"]
+    reused = sum(bool(r.get("cached")) for z in zoos for r in z["models"])
+    total = sum(len(z["models"]) for z in zoos)
     lines = [
-        "# Backdoor removal (TBAR) on the zoo",
+        "# Backdoor removal (TBAR) on the zoos",
         "",
         f"Produced by `{result['command']}` (hubscan {result['hubscan']}, policy "
         f"`{result['policy']}`, {result['machine']['cpus']} CPUs). Test split: 300 bundled "
@@ -71,13 +84,50 @@ def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
         "not detected, or no coefficient within the floor) counts with its attack success "
         "unchanged.",
         "",
-        *(
-            []
-            if result.get("complete", True)
-            else ["**Partial run:** the models below are all that were measured.", ""]
-        ),
-        "## Summary",
+        f"{reused} of {total} model rows were taken from the benchmark's cache: measured by an "
+        "earlier run of this command on the same weights, policy and benchmark version.",
         "",
+        *([] if result.get("complete", True) else [_PARTIAL, ""]),
+        "## Both zoos",
+        "",
+        "| method | " + " | ".join(_zoo_title(z) for z in zoos) + " |",
+        "|---|" + "---|" * len(zoos),
+    ]
+    methods = list(dict.fromkeys(m for z in zoos for m in z["summary"]))
+    for method in methods:
+        cells = [_summary_cell(z["summary"].get(method)) for z in zoos]
+        lines.append(f"| {_LABEL.get(method, method)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each cell: models patched, mean attack success after, mean retention.",
+    ]
+    for z in zoos:
+        lines += ["", *_zoo_section(z, figure_names.get(z["zoo"], []))]
+    return "\n".join(lines) + "\n"
+
+
+_PARTIAL = "**Partial run:** the models below are all that were measured."
+
+
+def _zoo_title(z: dict[str, Any]) -> str:
+    return f"`{z['zoo']}`: {_TOWER.get(z['tower'], z['tower'])}" + (
+        " (quick)" if z.get("quick") else ""
+    )
+
+
+def _summary_cell(by: dict[str, Any] | None) -> str:
+    if by is None:
+        return "—"
+    s = by["all"]
+    return f"{s['patched']}/{s['models']}, {_pct(s['mean_asr_after'])}, {_pct(s['mean_retention'])}"
+
+
+def _zoo_section(z: dict[str, Any], figure_names: list[str]) -> list[str]:
+    summary = z["summary"]
+    lines = [
+        f"## Zoo `{z['zoo']}`: {_TOWER.get(z['tower'], z['tower'])}",
+        "",
+        *([] if z.get("complete", True) else [_PARTIAL, ""]),
         "| method | models patched | mean attack success after | mean retention |",
         "|---|---|---|---|",
     ]
@@ -87,7 +137,7 @@ def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
             f"| {_LABEL.get(method, method)} | {s['patched']}/{s['models']} | "
             f"{_pct(s['mean_asr_after'])} | {_pct(s['mean_retention'])} |"
         )
-    lines += ["", "## Per family (mean attack success after / mean retention)", ""]
+    lines += ["", "### Per family (mean attack success after / mean retention)", ""]
     families = [k for k in next(iter(summary.values()), {}) if k != "all"]
     lines += [
         "| method | " + " | ".join(families) + " |",
@@ -98,13 +148,13 @@ def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
             f"{_pct(by[f]['mean_asr_after'])} / {_pct(by[f]['mean_retention'])}" for f in families
         ]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    lines += ["", "## Per model (clean accuracy / attack success, test split)", ""]
+    lines += ["", "### Per model (clean accuracy / attack success, test split)", ""]
     methods = list(summary)
     lines += [
         "| model | before | " + " | ".join(methods) + " |",
         "|---|---|" + "---|" * len(methods),
     ]
-    for r in result["models"]:
+    for r in z["models"]:
         res = r["methods"]
         before = next(v for v in res.values() if "ca_before" in v)
         cells = [_cell(res[m]) for m in methods]
@@ -118,16 +168,16 @@ def markdown(result: dict[str, Any], figure_names: list[str]) -> str:
         "| model | coefficient | re-audit | seconds (patch incl. verify) |",
         "|---|---|---|---|",
     ]
-    for r in result["models"]:
+    for r in z["models"]:
         res = r["methods"]["tbar-known-contrast"]
         lines.append(
             f"| {r['name']} | {res.get('coef', '—')} | {res.get('reaudit', '—')} | "
             f"{res['seconds']} |"
         )
     if figure_names:
-        lines += ["", "## Coefficient curves", ""]
+        lines += ["", "### Coefficient curves", ""]
         lines += [f"![{n}]({n})" for n in figure_names]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _cell(res: dict[str, Any]) -> str:

@@ -168,34 +168,37 @@ def bench_detection(
 
 @bench_app.command("unlearning")
 def bench_unlearning(
-    zoo: Annotated[Path, typer.Option("--zoo", help="a zoo built by `hubscan zoo build`")],
+    zoo: Annotated[list[Path], typer.Option("--zoo", help="a built zoo; repeat for several")],
     policy: PolicyOpt = "default",
     out: Annotated[Path, typer.Option(help="where unlearning.md, .json and figures go")] = Path(
         "benchmarks"
     ),
 ) -> None:
-    """TBAR on every backdoored zoo model (known trigger with two vectors, estimated trigger)
-    against two fine-tuning baselines and the oracle vector; the coefficient curves as figures."""
+    """TBAR on every backdoored model of each zoo (known trigger with two vectors, estimated
+    trigger) against two fine-tuning baselines and the oracle vector; the coefficient curves as
+    figures. Rows already measured on the same weights come from the cache."""
     from hubscan import bench_unlearning
 
     def body() -> int:
         with progress_bars() as bars:
             # the known-trigger variants, the estimated trigger, the baselines and the oracle
             runs = len(bench_unlearning.VARIANTS) + len(bench_unlearning.BASELINES) + 2
-            tick = bars("runs", runs * _zoo_size(zoo, kinds=("backdoored",)))
+            size = sum(_zoo_size(z, kinds=("backdoored",)) for z in zoo)
+            tick = bars("runs", runs * size)
             result = bench_unlearning.run_unlearning_bench(
-                zoo=zoo,
+                zoos=zoo,
                 out=out,
                 policy=load_policy(policy),
-                command=f"hubscan bench unlearning --zoo {zoo}",
+                command="hubscan bench unlearning " + " ".join(f"--zoo {z}" for z in zoo),
                 tick=lambda name: tick(1),
             )
-        for method, by in result["summary"].items():
-            s = by["all"]
-            sys.stdout.write(
-                f"{method}: attack success after {s['mean_asr_after']:.1%}, "
-                f"retention {s['mean_retention']:.1%}\n"
-            )
+        for z in result["zoos"]:
+            for method, by in z["summary"].items():
+                s = by["all"]
+                sys.stdout.write(
+                    f"{z['zoo']} {method}: attack success after {s['mean_asr_after']:.1%}, "
+                    f"retention {s['mean_retention']:.1%}\n"
+                )
         return ExitCode.OK
 
     run_command(body, debug=False)

@@ -13,7 +13,6 @@ or print: the CLI shows the plan and asks for confirmation.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubscan import hub_write, report_patch
+from hubscan.atomic import file_sha256
 from hubscan.errors import NotVerifiedRelease, ReleaseTampered, RunDirError, UsageError
 from hubscan.jsonio import JsonShapeError, from_jsonable
 from hubscan.records import Release, ReleaseFile, RunReport
@@ -153,7 +153,7 @@ def checked_uploads(run_dir: Path, run: RunReport) -> tuple[Upload, ...]:
     listed = _listed(release, run.verification.weights_sha256 if run.verification else None)
     uploads = [_checked(run_dir, f.path, f.sha256, f.size) for f in listed]
     report = run_dir / REPORT_NAME
-    uploads.append(_upload(REPORT_NAME, report, _sha256(report), report.stat().st_size))
+    uploads.append(_upload(REPORT_NAME, report, file_sha256(report), report.stat().st_size))
     return tuple(uploads)
 
 
@@ -180,7 +180,7 @@ def _checked(run_dir: Path, name: str, sha256: str, size: int) -> Upload:
         raise ReleaseTampered(f"{name} is missing from the release: nothing was uploaded") from err
     if not stat.S_ISREG(mode):
         raise ReleaseTampered(f"{name} is no longer a regular file: nothing was uploaded")
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != sha256 or path.stat().st_size != size:
         raise ReleaseTampered(
             f"{name} changed after verification (sha256 {actual[:12]}…, verified "
@@ -192,14 +192,6 @@ def _checked(run_dir: Path, name: str, sha256: str, size: int) -> Upload:
 def _upload(name: str, path: Path, sha256: str, size: int) -> Upload:
     in_repo = name if name in ROOT_FILES else f"{EVIDENCE_DIR}/{name}"
     return Upload(path_in_repo=in_repo, local=path, sha256=sha256, size=size)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- the pull request's words --------------------------------------------------------------------

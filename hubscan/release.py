@@ -16,7 +16,6 @@ only a release, or an empty directory, is ever replaced.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import shutil
 import stat
@@ -30,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hubscan import hub
-from hubscan.atomic import write_atomic
+from hubscan.atomic import file_sha256, write_atomic
 from hubscan.errors import ModelError, UsageError
 from hubscan.model import CONFIG_NAME, WEIGHTS_NAME
 
@@ -282,8 +281,5 @@ def sha256_files(stage: Path) -> dict[str, str]:
             path = Path(folder, name)
             if path.is_symlink() or not path.is_file() or path == stage / MARKER_NAME:
                 continue
-            with path.open("rb") as handle:
-                digests[path.relative_to(stage).as_posix()] = hashlib.file_digest(
-                    handle, "sha256"
-                ).hexdigest()
+            digests[path.relative_to(stage).as_posix()] = file_sha256(path)
     return dict(sorted(digests.items()))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from PIL import Image
 
 from hubscan.bench_unlearning import _summary
@@ -70,28 +71,75 @@ def test_unpatched_models_count_with_their_attack_success_unchanged() -> None:
     assert known["mean_retention"] == round((0.88 / 0.9 + 1.0) / 2, 4)
 
 
-def test_page_and_figures_show_every_method_and_family(tmp_path: Path) -> None:
+def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> None:
+    tower_rows = [dict(ROWS[0], cached=True)]
     res = {
-        "command": "hubscan bench unlearning --zoo z",
+        "command": "hubscan bench unlearning --zoo z --zoo t",
         "hubscan": "0",
         "policy": "default",
         "machine": {"cpus": 2},
         "complete": False,
-        "models": ROWS,
-        "summary": _summary(ROWS),
+        "zoos": [
+            {"zoo": "z", "tower": "vit", "models": ROWS, "summary": _summary(ROWS)},
+            {
+                "zoo": "t",
+                "tower": "mobilenetv2",
+                "complete": False,
+                "models": tower_rows,
+                "summary": _summary(tower_rows),
+            },
+        ],
     }
     names = figures(res, tmp_path)
-    assert names == [
-        "unlearning-alpha-patch.png",
-        "unlearning-alpha-warp.png",
-        "unlearning-alpha-variants.png",
-    ]
-    assert all(Image.open(tmp_path / n).size[0] > 0 for n in names)
+    assert names == {
+        "z": [
+            "unlearning-vit-alpha-patch.png",
+            "unlearning-vit-alpha-warp.png",
+            "unlearning-vit-alpha-variants.png",
+        ],
+        "t": [
+            "unlearning-mobilenetv2-alpha-patch.png",
+            "unlearning-mobilenetv2-alpha-variants.png",
+        ],
+    }
+    every = [n for ns in names.values() for n in ns]
+    assert all(Image.open(tmp_path / n).size[0] > 0 for n in every)
     page = markdown(res, names)
-    assert "**Partial run:**" in page and "`hubscan bench unlearning --zoo z`" in page
+    assert "**Partial run:**" in page and "`hubscan bench unlearning --zoo z --zoo t`" in page
+    assert "1 of 3 model rows were taken from the benchmark's cache" in page
+    assert "## Zoo `z`: ViT" in page and "## Zoo `t`: ImageNet MobileNetV2" in page
     assert "| warp-a | 80.0% / 90.0% | 80.0% / 0.0% | not detected |" in page
-    assert "| TBAR, estimated trigger (audit's inversion; true trigger measured) | 1/2 |" in page
-    assert all(f"![{n}]({n})" in page for n in names)
+    # side by side: the estimated trigger patched 1 of 2 in the first zoo, 1 of 1 in the second
+    label = "TBAR, estimated trigger (audit's inversion; true trigger measured)"
+    assert f"| {label} | 1/2, 47.0%, 100.0% | 1/1, 4.0%, 100.0% |" in page
+    assert all(f"![{n}]({n})" in page for n in every)
+
+
+def test_a_measured_row_is_reused_only_for_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubscan.bench_unlearning import _cached_row
+    from hubscan.policy import load_policy
+
+    monkeypatch.setenv("HUBSCAN_CACHE", str(tmp_path / "cache"))
+    zoo = tmp_path / "zoo"
+    (zoo / "m").mkdir(parents=True)
+    (zoo / "m" / "open_clip_model.safetensors").write_bytes(b"weights")
+    m = {"name": "m", "trigger": "patch:size=3", "target": "bag"}
+    policy = load_policy("default")
+    calls: list[int] = []
+
+    def measure() -> dict[str, Any]:
+        calls.append(1)
+        return {"name": "m", "methods": {"oracle": {"status": "within floor"}}}
+
+    first = _cached_row(zoo, m, policy, measure, None)
+    again = _cached_row(zoo, m, policy, measure, None)
+    assert (first["cached"], again["cached"], len(calls)) == (False, True, 1)
+    assert again["methods"] == first["methods"]
+    (zoo / "m" / "open_clip_model.safetensors").write_bytes(b"other weights")
+    assert _cached_row(zoo, m, policy, measure, None)["cached"] is False
+    assert len(calls) == 2
 
 
 def test_the_oracle_vector_removes_a_zoo_backdoor_within_the_floor(quick_zoo: Path) -> None:
