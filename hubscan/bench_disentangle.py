@@ -24,7 +24,8 @@ from hubscan import __version__
 from hubscan.errors import UsageError
 from hubscan.policy import Policy
 
-COEFS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+# The paper's range (paper.md §5) in half steps: TBAR's chosen coefficients lie within 0.25-1.5.
+COEFS = tuple(c / 2 for c in range(-6, 7))
 IMAGES = 150  # clean and triggered probes per ξ term (from the test split)
 VECTORS = ("contrast", "paper", "oracle")
 
@@ -32,6 +33,8 @@ VECTORS = ("contrast", "paper", "oracle")
 def run_disentanglement_bench(
     *, zoos: list[Path], model: str | None, out: Path, policy: Policy, command: str
 ) -> dict[str, Any]:
+    """The ξ maps of each zoo's model, and the answer `hubscan bench unlearning` gives in the
+    same --out directory (unlearning.json), when there is one."""
     rows = [_zoo_row(zoo, model, policy, out) for zoo in zoos]
     result = {
         "command": command,
@@ -41,6 +44,7 @@ def run_disentanglement_bench(
         "coefs": list(COEFS),
         "images": IMAGES,
         "zoos": rows,
+        "removal": removal_answer(out / "unlearning.json", policy),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "disentanglement.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -119,6 +123,123 @@ def _pick(manifest: dict[str, Any], model: str | None, zoo: Path) -> dict[str, A
     return pick
 
 
+def removal_answer(path: Path, policy: Policy) -> dict[str, Any] | None:
+    """From `hubscan bench unlearning`'s result: per zoo and trigger vector (TBAR's variants, the
+    estimated trigger, the oracle), on how many models the vector removed the backdoor within the
+    policy's floor — test attack success <= max_attack_success and test clean accuracy >=
+    clean_floor x before — and which known-trigger variant wins each zoo."""
+    try:
+        result = json.loads(path.read_text())
+        zoos = result["zoos"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no unlearning benchmark beside this one: the page shows the maps only
+    un = policy.unlearning
+    answer: list[dict[str, Any]] = []
+    for z in zoos:
+        methods: dict[str, Any] = {}
+        for method, summary in z["summary"].items():
+            if not (method.startswith("tbar-") or method == "oracle"):
+                continue
+            rows = [r["methods"][method] for r in z["models"]]
+            removed = sum(
+                "ca_after" in res
+                and res["asr_after"] <= un.max_attack_success
+                and res["ca_after"] >= un.clean_floor * res["ca_before"]
+                for res in rows
+            )
+            methods[method] = {**summary["all"], "removed": removed}
+        known = {m: v for m, v in methods.items() if m.startswith("tbar-known-")}
+        winner = max(
+            known,
+            key=lambda m: (known[m]["removed"], -known[m]["mean_asr_after"]),
+            default=None,
+        )
+        answer.append(
+            {
+                "zoo": z["zoo"],
+                "tower": z["tower"],
+                "models": len(z["models"]),
+                "complete": bool(z.get("complete", True)),
+                "methods": methods,
+                "winner": None if winner is None else winner.removeprefix("tbar-known-"),
+            }
+        )
+    return {
+        "command": result.get("command"),
+        "max_attack_success": un.max_attack_success,
+        "clean_floor": un.clean_floor,
+        "default_variant": un.variant,
+        "zoos": answer,
+    }
+
+
+def _answer_lines(a: dict[str, Any] | None) -> list[str]:
+    if a is None or not a["zoos"]:
+        return ["No `unlearning.json` beside this page: run `hubscan bench unlearning` first.", ""]
+    zoos = a["zoos"]
+    lines = [
+        "## The answer",
+        "",
+        f"From `{a['command']}` (benchmarks/unlearning.md). A vector *removes the backdoor within "
+        f"the floor* on a model when, at the coefficient TBAR's rule chose on val, the test "
+        f"split's attack success is at most {a['max_attack_success']:.0%} and its clean "
+        f"accuracy at least {a['clean_floor']:.0%} of the model's before.",
+        "",
+        "| trigger vector | " + " | ".join(f"`{z['zoo']}` ({z['tower']})" for z in zoos) + " |",
+        "|---|" + "---|" * len(zoos),
+    ]
+    methods = list(dict.fromkeys(m for z in zoos for m in z["methods"]))
+    for method in methods:
+        cells = []
+        for z in zoos:
+            v = z["methods"].get(method)
+            cells.append(
+                "—"
+                if v is None
+                else f"{v['removed']}/{z['models']} (mean attack success after "
+                f"{v['mean_asr_after']:.1%}, retention {v['mean_retention']:.1%})"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", *_answer_sentences(a), ""]
+    return lines
+
+
+def _answer_sentences(a: dict[str, Any]) -> list[str]:
+    out = []
+    for z in a["zoos"]:
+        m = z["methods"]
+        partial = "" if z["complete"] else " (partial run)"
+        parts = [
+            f"`{name.removeprefix('tbar-known-')}` {v['removed']}/{z['models']}"
+            for name, v in m.items()
+        ]
+        gap = ""
+        if "oracle" in m and z["winner"] is not None:
+            best = m[f"tbar-known-{z['winner']}"]
+            gap = (
+                f"; the best estimate, `{z['winner']}`, is "
+                f"{best['mean_asr_after'] - m['oracle']['mean_asr_after']:+.1%} mean attack "
+                "success after from the oracle's"
+            )
+        out.append(
+            f"- `{z['zoo']}` ({z['tower']}){partial}: removed within the floor by "
+            + ", ".join(parts)
+            + gap
+            + "."
+        )
+    winners = {z["winner"] for z in a["zoos"]} - {None}
+    if len(winners) == 1:
+        (winner,) = winners
+        agrees = "which is" if winner == a["default_variant"] else "but the default is"
+        out.append(
+            f"- The known-trigger variant that removes the most backdoors is `{winner}` in every "
+            f"zoo, {agrees} `hubscan patch`'s default (`{a['default_variant']}`)."
+        )
+    else:
+        out.append(f"- The winning variant differs between zoos: {sorted(winners)}.")
+    return out
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Weight disentanglement: trigger vectors vs clean behaviour",
@@ -135,6 +256,9 @@ def markdown(r: dict[str, Any]) -> str:
         "different inputs. TBAR removes the backdoor at a_t < 0 (the removal half). Vectors:",
         "`contrast` and `paper` are TBAR's estimates with the known trigger; `oracle` is the",
         "backdoored model minus the zoo's clean base (the attack's own direction).",
+        "",
+        *_answer_lines(r.get("removal")),
+        "## Disentanglement error",
         "",
         "| zoo (tower) | model | vector | mean ξ | mean ξ, a_t ≤ 0 | ‖τ_t‖ | cos(τ_t, oracle) |",
         "|---|---|---|---|---|---|---|",
