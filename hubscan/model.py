@@ -38,6 +38,7 @@ class ClipHandle:
     std: torch.Tensor
     device: torch.device
     source: str  # where the weights came from, for reports
+    channels_last: bool = False  # a convolutional image tower, run in channels-last layout
 
     def prepare(self, pixels: torch.Tensor) -> torch.Tensor:
         """[0,1] pixels (N, 1|3, H, W) -> the model's input: resized, RGB, normalized."""
@@ -47,7 +48,8 @@ class ClipHandle:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def encode_images(self, pixels: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
         """L2-normalized image embeddings, no gradient, in batches."""
@@ -163,6 +165,12 @@ def _handle(
     image_size = int(size[0] if isinstance(size, tuple | list) else size)
     mean = torch.tensor(model.visual.image_mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(model.visual.image_std, device=device).view(1, 3, 1, 1)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.visual.modules())
+    channels_last = convs > 1  # a ViT has one (its patch embedding)
+    if channels_last:
+        # CPU convolutions run ~1.4x faster in this layout (MobileNetV2 tower at 64 px,
+        # forward + backward, 1 thread); the same model, and saved weights stay contiguous.
+        model.visual.to(memory_format=torch.channels_last)
     return ClipHandle(
         model=model,
         tokenizer=tokenizer,
@@ -172,6 +180,7 @@ def _handle(
         std=std,
         device=device,
         source=source,
+        channels_last=channels_last,
     )
 
 

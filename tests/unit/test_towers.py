@@ -101,3 +101,17 @@ def test_the_tower_clip_round_trips_through_hubscans_loader_with_the_imagenet_tr
         if not key.startswith("classifier"):
             assert torch.equal(trunk[key], value), key
     assert torch.allclose(clip.encode_images(probes[0]), fresh.encode_images(probes[0]), atol=1e-6)
+
+
+def test_a_convolutional_tower_runs_channels_last_with_the_same_embeddings(
+    probes: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    from dataclasses import replace
+
+    clip = towers.fresh_tower_clip(seed=1)
+    assert clip.channels_last
+    assert clip.prepare(probes[0]).is_contiguous(memory_format=torch.channels_last)
+    fast = clip.encode_images(probes[0])
+    clip.model.visual.to(memory_format=torch.contiguous_format)
+    plain = replace(clip, channels_last=False)
+    assert torch.allclose(fast, plain.encode_images(probes[0]), atol=1e-6)
