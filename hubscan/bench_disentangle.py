@@ -21,13 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from hubscan import __version__
+from hubscan.atomic import file_sha256
+from hubscan.bench_cache import cached
 from hubscan.errors import UsageError
+from hubscan.model import WEIGHTS_NAME
 from hubscan.policy import Policy
 
 # The paper's range (paper.md §5) in half steps: TBAR's chosen coefficients lie within 0.25-1.5.
 COEFS = tuple(c / 2 for c in range(-6, 7))
 IMAGES = 150  # clean and triggered probes per ξ term (from the test split)
 VECTORS = ("contrast", "paper", "oracle")
+BENCH_VERSION = 1  # hashed into the cache key: bump when a change alters what is measured
 
 
 def run_disentanglement_bench(
@@ -53,15 +57,53 @@ def run_disentanglement_bench(
 
 
 def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[str, Any]:
+    """The zoo's measurement (from the cache when these weights were measured with these
+    settings) and its heatmaps, named after the zoo."""
+    from hubscan.figures import render_heatmap_png
+
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    m = _pick(manifest, model, zoo)
+    key = [
+        BENCH_VERSION,
+        policy.sha256,
+        COEFS,
+        IMAGES,
+        VECTORS,
+        m["trigger"],
+        m["target"],
+        file_sha256(zoo / m["name"] / WEIGHTS_NAME),
+        file_sha256(zoo / "base" / WEIGHTS_NAME),
+    ]
+    measured, hit = cached("disentanglement", key, lambda: _measure(zoo, m, policy))
+    vectors = {}
+    for name, v in measured["vectors"].items():
+        figure = f"disentanglement-{zoo.name}-{name}.png"
+        render_heatmap_png(
+            v["grid"],
+            COEFS,
+            out / figure,
+            title=f"xi on {zoo.name}/{m['name']}: clean vector x {name} trigger vector",
+            rows="a_c (clean)",
+            cols="a_t (trigger; < 0 removes)",
+        )
+        vectors[name] = {**v, "figure": figure}
+    return {
+        **measured,
+        "zoo": str(zoo),
+        "tower": manifest.get("tower", "vit"),
+        "model": m["name"],
+        "vectors": vectors,
+        "cached": hit,
+    }
+
+
+def _measure(zoo: Path, m: dict[str, Any], policy: Policy) -> dict[str, Any]:
     import torch
 
     from hubscan import disentangle, unlearn
     from hubscan.bench_unlearning import known_setup
-    from hubscan.figures import render_heatmap_png
     from hubscan.model import load_clip
 
-    manifest = json.loads((zoo / "manifest.json").read_text())
-    m = _pick(manifest, model, zoo)
     start = time.perf_counter()
     known = known_setup(zoo / m["name"], m, policy)
     clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
@@ -81,15 +123,6 @@ def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[st
     results = {}
     for name, tau_t in vectors.items():
         grid = disentangle.error_grid(clip, head, tau_c, tau_t, clean, triggered, COEFS)
-        figure = f"disentanglement-{zoo.name}-{name}.png"
-        render_heatmap_png(
-            grid.xi,
-            COEFS,
-            out / figure,
-            title=f"xi on {zoo.name}/{m['name']}: clean vector x {name} trigger vector",
-            rows="a_c (clean)",
-            cols="a_t (trigger; < 0 removes)",
-        )
         flat = torch.cat([t.flatten() for t in tau_t.values()])
         cos = torch.nn.functional.cosine_similarity(flat, flat_oracle, dim=0)
         results[name] = {
@@ -98,12 +131,8 @@ def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[st
             "norm": round(float(flat.norm()), 4),
             "cos_oracle": round(float(cos), 4),
             "grid": [list(r) for r in grid.xi],
-            "figure": figure,
         }
     return {
-        "zoo": str(zoo),
-        "tower": manifest.get("tower", "vit"),
-        "model": m["name"],
         "trigger": m["trigger"],
         "target": m["target"],
         "clean_vector_norm": round(

@@ -17,7 +17,6 @@ pipeline_patch.patch exactly as `hubscan patch` does, baselines through unlearn.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -30,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hubscan import __version__, pipeline_patch
-from hubscan.atomic import cache_root, file_sha256, write_text_atomic
+from hubscan.atomic import file_sha256, write_text_atomic
+from hubscan.bench_cache import cached
 from hubscan.errors import NotRemediated, UsageError
 from hubscan.model import WEIGHTS_NAME
 from hubscan.policy import Policy
@@ -117,34 +117,22 @@ def _cached_row(
     """A model's row from the cache when the same weights (and base) were measured by this
     benchmark version under the same policy; else measured now and stored."""
     base = zoo / BASE_MODEL / WEIGHTS_NAME
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                BENCH_VERSION,
-                policy.sha256,
-                VARIANTS,
-                BASELINES,
-                BASELINE_LRS,
-                m["trigger"],
-                m["target"],
-                file_sha256(zoo / m["name"] / WEIGHTS_NAME),
-                file_sha256(base) if base.is_file() else None,
-            ]
-        ).encode()
-    ).hexdigest()[:24]
-    path = cache_root() / "bench-unlearning" / f"{key}.json"
-    try:
-        row: dict[str, Any] = json.loads(path.read_text())
-        if row.get("name") == m["name"] and isinstance(row.get("methods"), dict):
-            if tick is not None:
-                for _ in row["methods"]:
-                    tick(f"{m['name']}: cached")
-            return {**row, "cached": True}
-    except (OSError, ValueError):
-        pass  # not measured yet, or unreadable: measure
-    row = measure()
-    write_text_atomic(path, json.dumps(row, indent=1) + "\n")
-    return {**row, "cached": False}
+    key = [
+        BENCH_VERSION,
+        policy.sha256,
+        VARIANTS,
+        BASELINES,
+        BASELINE_LRS,
+        m["trigger"],
+        m["target"],
+        file_sha256(zoo / m["name"] / WEIGHTS_NAME),
+        file_sha256(base) if base.is_file() else None,
+    ]
+    row, hit = cached("unlearning", key, measure)
+    if hit and tick is not None:
+        for _ in row["methods"]:
+            tick(f"{m['name']}: cached")
+    return {**row, "name": m["name"], "cached": hit}  # the same weights under another name
 
 
 def _model_row(
