@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from hubscan import __version__
-from hubscan.atomic import cache_root
+from hubscan.atomic import cache_root, file_sha256
+from hubscan.bench_cache import cached
 from hubscan.errors import ProbeError, UsageError
 from hubscan.metrics import attack_success, clean_accuracy
 from hubscan.model import ClipHandle, handle_from_model, load_clip, save_clip
@@ -317,23 +318,12 @@ def _manifest(
         raise ProbeError(f"the {PROBES!r} probes have no labels")
     triggers = {e["trigger"]: e["target"] for e in entries if e.get("trigger")}
     for e in entries:
-        clip = load_clip(Path(e["_dir"]))
-        head = clip.zero_shot_head(labels.classes, labels.templates)
-        e["clean_accuracy"] = round(clean_accuracy(clip, probes.images, probes.labels, head), 4)
-        e["attack_success"] = {
-            spec: round(
-                attack_success(
-                    clip,
-                    probes.images,
-                    probes.labels,
-                    head,
-                    parse_trigger(spec).apply,
-                    labels.classes.index(t),
-                ),
-                4,
-            )
-            for spec, t in triggers.items()
-        }
+        # Cached by the weights and the triggers measured: a rebuild measures nothing new.
+        weights = file_sha256(Path(e["_dir"]) / "open_clip_model.safetensors")
+        key = [ZOO_VERSION, weights, PROBES, LABELS, sorted(triggers.items())]
+        measure = partial(_measure, Path(e["_dir"]), labels, probes.images, probes.labels, triggers)
+        measured, _ = cached("zoo-measure", key, measure)
+        e.update(measured)
     return {
         "zoo_version": ZOO_VERSION,
         "hubscan": __version__,
@@ -348,6 +338,25 @@ def _manifest(
         "finetune_pairs": {str(k): v for k, v in spec.budgets.items()},
         "finetune_freezes_batch_norm": spec.freeze_batch_norm,
         "models": entries,
+    }
+
+
+def _measure(
+    root: Path, labels: LabelSet, x: torch.Tensor, y: torch.Tensor, triggers: dict[str, str]
+) -> dict[str, Any]:
+    clip = load_clip(root)
+    head = clip.zero_shot_head(labels.classes, labels.templates)
+    return {
+        "clean_accuracy": round(clean_accuracy(clip, x, y, head), 4),
+        "attack_success": {
+            spec: round(
+                attack_success(
+                    clip, x, y, head, parse_trigger(spec).apply, labels.classes.index(target)
+                ),
+                4,
+            )
+            for spec, target in triggers.items()
+        },
     }
 
 
