@@ -14,7 +14,8 @@ from hubscan.codes import CODES
 from hubscan.records import Severity
 
 FAMILIES = ("patch", "blend", "warp")  # the trigger shapes invert.py searches (METHOD.md §3)
-VARIANTS = ("contrast", "paper", "mixed")  # how unlearn.py learns the trigger vector (METHOD.md §4)
+# How unlearn.py learns the trigger vector (METHOD.md §4).
+VARIANTS = ("contrast", "fisher", "paper", "mixed")
 
 SAFETENSORS_DTYPES = frozenset(
     {
@@ -200,6 +201,7 @@ SCHEMA: dict[str, Any] = {
     },
     "unlearning": {
         "variant": _variant,
+        "fisher_damping": _float(0.0, 1e6),
         "soft_trigger": _bool,
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),

@@ -13,11 +13,17 @@ measured). hubscan's default `contrast` vector fixes both problems:
 - the trigger is stamped at a random strength (x + u·(T(x) − x), u ~ U(0, 1)), so the images
   are not all saturated and the loss still has gradient on the backdoor.
 
-`paper` (plain TBAR) and `mixed` (target-labelled triggered images plus clean pairs, minus a
-clean-only fine-tune) are kept for the benchmark. θ(α) = θ_b − α·τ; α is the coefficient on the
-policy's grid, refined by halving steps, with the lowest attack success on the val split among
-those whose clean accuracy (agreement with θ_b when the probes have no labels) is at least κ of
-θ_b's; none qualifies → NotRemediated (exit 4) carrying the trial table.
+`fisher` is the contrast vector damped where the clean task is sensitive: τ_i / (1 + λ·F_i / F̄),
+F the diagonal empirical Fisher of the clean tune images at θ_b (the mean squared gradient of
+their loss), F̄ its mean over the tower, λ = `fisher_damping`. Subtracting α·τ raises the clean
+loss by about ½·α²·Σ F_i τ_i², so damping the coordinates clean accuracy leans on lets α go
+further before the floor. `paper` (plain TBAR) and `mixed` (target-labelled triggered images plus
+clean pairs, minus a clean-only fine-tune) are kept for the benchmark.
+
+θ(α) = θ_b − α·τ; α is the coefficient on the policy's grid, refined by halving steps, with the
+lowest attack success on the val split among those whose clean accuracy (agreement with θ_b when
+the probes have no labels) is at least κ of θ_b's; none qualifies → NotRemediated (exit 4)
+carrying the trial table.
 
 Only the image tower's parameters are trained and edited; the text tower and the zero-shot head
 stay frozen. Must not load or save files, and must not judge the patch: verify.py does, on a
@@ -140,7 +146,52 @@ def trigger_vector(
     both = torch.cat([stamped, x])
     toward = finetune(clip, task.head, both, torch.cat([to_target, y]), policy, seed, tick)
     away = finetune(clip, task.head, both, torch.cat([y, y]), policy, seed, tick)
-    return _minus(toward, away)
+    tau = _minus(toward, away)
+    if policy.variant == "fisher":
+        fisher = clean_fisher(clip, task.head, x, y)
+        mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+        tau = {k: t / (1 + policy.fisher_damping * fisher[k] / mean) for k, t in tau.items()}
+    return tau
+
+
+def clean_fisher(
+    clip: ClipHandle, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
+) -> State:
+    """The diagonal empirical Fisher of the image tower on clean images: the mean over
+    mini-batches of the squared gradient of their cross-entropy through the zero-shot head
+    (batches of 16: per-image gradients would cost 16x the passes for little difference)."""
+    model = clip.model
+    params = dict(model.visual.named_parameters())
+    fisher = {k: torch.zeros_like(p) for k, p in params.items()}
+    scale = model.logit_scale.exp().detach()
+    y = labels.to(clip.device)
+    batches = range(0, len(images), 16)
+    model.eval()
+    with _training_only(clip, params):
+        for i in batches:
+            feats = F.normalize(model.encode_image(clip.prepare(images[i : i + 16])), dim=-1)
+            loss = F.cross_entropy(scale * feats @ head.T, y[i : i + 16])
+            grads = torch.autograd.grad(loss, list(params.values()))
+            for k, g in zip(params, grads, strict=True):
+                fisher[k] += g.detach() ** 2 / len(batches)
+    return fisher
+
+
+@contextmanager
+def _training_only(clip: ClipHandle, params: dict[str, torch.nn.Parameter]) -> Iterator[None]:
+    """Gradients for `params` only inside the block; every flag as it was after it."""
+    model = clip.model
+    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(frozen[name])
+            p.grad = None
 
 
 def _minus(a: tuple[State, State], b: tuple[State, State] | None) -> State:
@@ -170,35 +221,29 @@ def finetune(
     model = clip.model
     start = tower_params(clip)
     params = dict(model.visual.named_parameters())
-    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
     # eval(): batch-norm statistics (timm towers) stay θ_b's; only the weights learn.
     model.eval()
     opt = torch.optim.AdamW(params.values(), lr=policy.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)  # the same batches in every run of one τ
     scale = model.logit_scale.exp().detach()
     y = labels.to(clip.device)
-    try:
-        for _ in range(policy.steps):
-            idx = torch.randint(0, len(images), (min(policy.batch, len(images)),), generator=gen)
-            feats = F.normalize(model.encode_image(clip.prepare(images[idx])), dim=-1)
-            loss = F.cross_entropy(scale * feats @ head.T, y[idx.to(y.device)])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            if tick is not None:
-                tick(1)
-        tuned = tower_params(clip)
-    finally:
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(start[name])
-        for name, p in model.named_parameters():
-            p.requires_grad_(frozen[name])
-            p.grad = None
+    with _training_only(clip, params):
+        try:
+            for _ in range(policy.steps):
+                n = min(policy.batch, len(images))
+                idx = torch.randint(0, len(images), (n,), generator=gen)
+                feats = F.normalize(model.encode_image(clip.prepare(images[idx])), dim=-1)
+                loss = F.cross_entropy(scale * feats @ head.T, y[idx.to(y.device)])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                opt.step()
+                if tick is not None:
+                    tick(1)
+            tuned = tower_params(clip)
+        finally:
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(start[name])
     return tuned, start
 
 

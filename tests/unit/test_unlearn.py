@@ -77,7 +77,7 @@ def test_remove_leaves_the_audited_model_as_it_was(quick_zoo: Path) -> None:
     assert changed and all(k.startswith("visual.") for k in changed)
 
 
-@pytest.mark.parametrize("variant", ["paper", "mixed", "contrast"])
+@pytest.mark.parametrize("variant", ["paper", "mixed", "contrast", "fisher"])
 def test_every_variant_learns_a_vector_of_the_image_tower_only(
     clip: ClipHandle, policy: UnlearningPolicy, variant: str
 ) -> None:
@@ -85,6 +85,35 @@ def test_every_variant_learns_a_vector_of_the_image_tower_only(
     tau = unlearn.trigger_vector(clip, task(clip), pol, seed=0, tick=None)
     assert set(tau) == {k for k, _ in clip.model.visual.named_parameters()}
     assert any(bool(t.abs().sum() > 0) for t in tau.values())
+
+
+def test_the_fisher_vector_is_the_contrast_vector_damped_where_clean_accuracy_is_sensitive(
+    clip: ClipHandle, policy: UnlearningPolicy
+) -> None:
+    t = task(clip)
+    contrast = unlearn.trigger_vector(
+        clip, t, dataclasses.replace(policy, steps=3), seed=0, tick=None
+    )
+    flags = {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    fisher = unlearn.clean_fisher(clip, t.head, t.tune, t.tune_labels)
+    assert flags == {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    assert all(bool((f >= 0).all()) for f in fisher.values())
+
+    def damped(lam: float) -> dict[str, torch.Tensor]:
+        pol = dataclasses.replace(policy, steps=3, variant="fisher", fisher_damping=lam)
+        return unlearn.trigger_vector(clip, t, pol, seed=0, tick=None)
+
+    assert all(torch.equal(damped(0.0)[k], contrast[k]) for k in contrast)
+    tau = damped(10.0)
+    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+    for k in contrast:
+        assert torch.allclose(tau[k], contrast[k] / (1 + 10.0 * fisher[k] / mean))
+    # the most clean-sensitive coordinates are damped the most
+    flat_f = torch.cat([f.flatten() for f in fisher.values()])
+    ratio = torch.cat([(tau[k] / contrast[k]).flatten() for k in contrast])
+    keep = torch.isfinite(ratio)
+    top = flat_f[keep] >= flat_f[keep].quantile(0.99)
+    assert float(ratio[keep][top].mean()) < float(ratio[keep][~top].mean())
 
 
 def test_no_coefficient_within_the_floor_raises_with_the_trial_table(
