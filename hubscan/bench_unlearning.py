@@ -2,7 +2,8 @@
 
 Owns the removal metrics over a population (METHOD.md §2, §4): per backdoored model, clean
 accuracy and attack success of the true trigger on the test split before and after
-- TBAR with the known trigger, with the default `contrast` vector and the paper's own,
+- TBAR with the known trigger, with the `contrast` vector, its Fisher-damped form and the
+  paper's own,
 - TBAR with the trigger the audit estimated (the true trigger is only measured),
 - two fine-tuning baselines on the same tune images and the same number of gradient steps:
   clean images with their true labels, and stamped images with their true labels (Neural
@@ -17,6 +18,7 @@ pipeline_patch.patch exactly as `hubscan patch` does, baselines through unlearn.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -32,6 +34,7 @@ from hubscan import __version__, pipeline_patch
 from hubscan.atomic import file_sha256, write_text_atomic
 from hubscan.bench_cache import cached
 from hubscan.errors import NotRemediated, UsageError
+from hubscan.jsonio import to_jsonable
 from hubscan.model import WEIGHTS_NAME
 from hubscan.policy import Policy
 from hubscan.records import Comparison, Patch, RunReport
@@ -46,11 +49,11 @@ Tick = Callable[[str], None]  # told "<model>: <method>" as each run starts
 LABELS = "fashion-mnist"
 # `mixed` stays a policy choice but is left out of the benchmark's time budget: METHOD.md §4
 # measured clean pairs mixed into the fine-tune as worse than the plain paper vector.
-VARIANTS = ("contrast", "paper")
+VARIANTS = ("contrast", "fisher", "paper")
 BASELINE_LRS = (1e-4, 1e-3)
 BASELINES = ("clean-ft", "trigger-true-ft")
 BASE_MODEL = "base"  # the zoo's clean base, the oracle vector's start
-# Hashed into every cached row's key: bump when a change alters what a row measures.
+# Hashed into every cached result's key: bump when a change alters what a method measures.
 BENCH_VERSION = 1
 
 
@@ -58,7 +61,8 @@ def run_unlearning_bench(
     *, zoos: list[Path], out: Path, policy: Policy, command: str, tick: Tick | None
 ) -> dict[str, Any]:
     """Every zoo's backdoored models, zoo after zoo; the page is rewritten after each model, so
-    a run cut short shows what it measured, and a rerun takes finished rows from the cache."""
+    a run cut short shows what it measured, and a rerun (or one with another method) takes what
+    was measured from the cache."""
     plans = [_plan(zoo) for zoo in zoos]
     sections: list[dict[str, Any]] = [
         {**meta, "models": [], "complete": False} for meta, _ in plans
@@ -68,8 +72,7 @@ def run_unlearning_bench(
         for (meta, models), section in zip(plans, sections, strict=True):
             zoo = Path(meta["path"])
             for m in models:
-                measure = partial(_model_row, zoo / m["name"], m, policy, Path(scratch), tick)
-                section["models"].append(_cached_row(zoo, m, policy, measure, tick))
+                section["models"].append(_model_row(zoo, m, policy, Path(scratch), tick))
                 section["complete"] = len(section["models"]) == len(models)
                 section["summary"] = _summary(section["models"])
                 result = {
@@ -107,50 +110,73 @@ def _plan(zoo: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return meta, models
 
 
-def _cached_row(
-    zoo: Path,
-    m: dict[str, Any],
-    policy: Policy,
-    measure: Callable[[], dict[str, Any]],
-    tick: Tick | None,
-) -> dict[str, Any]:
-    """A model's row from the cache when the same weights (and base) were measured by this
-    benchmark version under the same policy; else measured now and stored."""
-    base = zoo / BASE_MODEL / WEIGHTS_NAME
-    key = [
-        BENCH_VERSION,
-        policy.sha256,
-        VARIANTS,
-        BASELINES,
-        BASELINE_LRS,
-        m["trigger"],
-        m["target"],
-        file_sha256(zoo / m["name"] / WEIGHTS_NAME),
-        file_sha256(base) if base.is_file() else None,
+def _methods(policy: Policy) -> list[tuple[str, str | None]]:
+    """(method, the TBAR variant it runs), in the page's column order."""
+    return [
+        *((f"tbar-known-{v}", v) for v in VARIANTS),
+        ("tbar-estimated", policy.unlearning.variant),
+        *((b, None) for b in BASELINES),
+        ("oracle", None),
     ]
-    row, hit = cached("unlearning", key, measure)
-    if hit and tick is not None:
-        for _ in row["methods"]:
-            tick(f"{m['name']}: cached")
-    return {**row, "name": m["name"], "cached": hit}  # the same weights under another name
 
 
 def _model_row(
-    root: Path, m: dict[str, Any], policy: Policy, scratch: Path, tick: Tick | None
+    zoo: Path, m: dict[str, Any], policy: Policy, scratch: Path, tick: Tick | None
 ) -> dict[str, Any]:
-    row: dict[str, Any] = {k: m[k] for k in ("name", "family", "trigger", "target")}
+    """Every method on one model; each result from the cache when the same weights (and base,
+    for the oracle) were measured by this benchmark version with the same settings."""
+    root, base = zoo / m["name"], zoo / BASE_MODEL / WEIGHTS_NAME
+    weights = file_sha256(root / WEIGHTS_NAME)
     methods: dict[str, Any] = {}
-    for variant in VARIANTS:
-        pol = dataclasses.replace(
-            policy, unlearning=dataclasses.replace(policy.unlearning, variant=variant)
-        )
-        methods[f"tbar-known-{variant}"] = _tbar(root, m, pol, scratch, False, tick)
-    methods["tbar-estimated"] = _tbar(root, m, policy, scratch, True, tick)
-    methods.update(_baselines(root, m, policy, tick))
-    if (root.parent / BASE_MODEL).is_dir():
-        methods["oracle"] = _oracle(root, root.parent / BASE_MODEL, m, policy, tick)
-    row["methods"] = methods
-    return row
+    hits = 0
+    for method, variant in _methods(policy):
+        if method == "oracle" and not base.is_file():
+            continue
+        key = [
+            BENCH_VERSION,
+            method,
+            variant,
+            _settings(policy),
+            m["trigger"],
+            m["target"],
+            weights,
+            file_sha256(base) if method == "oracle" else None,
+        ]
+        run = partial(_run, method, variant, root, m, policy, scratch, tick)
+        methods[method], hit = cached("unlearning", key, run)
+        if hit and tick is not None:
+            tick(f"{m['name']}: {method} (cached)")
+        hits += hit
+    row = {k: m[k] for k in ("name", "family", "trigger", "target")}
+    return {**row, "methods": methods, "cached": hits}
+
+
+def _settings(policy: Policy) -> str:
+    """What every method's result depends on in the policy: detection (the estimate and the
+    re-audit), removal and the gate; not the default variant (each method names its own)."""
+    unlearning = dataclasses.replace(policy.unlearning, variant="")
+    blob = json.dumps(to_jsonable([policy.fail_on, policy.detection, unlearning]), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _run(
+    method: str,
+    variant: str | None,
+    root: Path,
+    m: dict[str, Any],
+    policy: Policy,
+    scratch: Path,
+    tick: Tick | None,
+) -> dict[str, Any]:
+    if method in BASELINES:
+        return _baseline(method, root, m, policy, tick)
+    if method == "oracle":
+        return _oracle(root, root.parent / BASE_MODEL, m, policy, tick)
+    assert variant is not None  # every TBAR method names its variant (_methods)
+    pol = dataclasses.replace(
+        policy, unlearning=dataclasses.replace(policy.unlearning, variant=variant)
+    )
+    return _tbar(root, m, pol, scratch, method == "tbar-estimated", tick)
 
 
 def _tbar(
@@ -253,14 +279,17 @@ def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
     )
 
 
-def _baselines(
-    root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
-) -> dict[str, dict[str, Any]]:
+def _baseline(
+    name: str, root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
+) -> dict[str, Any]:
     """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
     many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
     from hubscan import unlearn
     from hubscan.metrics import attack_success, clean_accuracy
 
+    if tick is not None:
+        tick(f"{m['name']}: {name}")
+    start = time.perf_counter()
     known = known_setup(root, m, policy)
     clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
     stamp, target = task.stamp, task.target
@@ -270,38 +299,31 @@ def _baselines(
 
     ca0, asr0 = measure(known.test, known.test_labels)
     ca_val0 = measure(task.val, task.val_labels)[0]
-    x = task.tune
-    inputs = {"clean-ft": x, "trigger-true-ft": stamp(x)}
-    out = {}
-    for name in BASELINES:
-        if tick is not None:
-            tick(f"{m['name']}: {name}")
-        start = time.perf_counter()
-        tried: list[dict[str, Any]] = []
-        for lr in BASELINE_LRS:
-            pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
-            tuned, _ = unlearn.finetune(clip, head, inputs[name], task.tune_labels, pol, 0, None)
-            with unlearn.tower_at(clip, tuned):
-                ca_val, asr_val = measure(task.val, task.val_labels)
-                ca, asr = measure(known.test, known.test_labels)
-            tried.append({"lr": lr, "val": [ca_val, asr_val], "test": [ca, asr]})
-        ok = [t for t in tried if t["val"][0] >= un.clean_floor * ca_val0]
-        pick = (
-            min(ok, key=lambda t: (t["val"][1], -t["val"][0]))
-            if ok
-            else max(tried, key=lambda t: t["val"][0])
-        )
-        out[name] = {
-            "status": "within floor" if ok else "below floor",
-            "seconds": round(time.perf_counter() - start, 2),
-            "ca_before": round(ca0, 4),
-            "asr_before": round(asr0, 4),
-            "ca_after": round(pick["test"][0], 4),
-            "asr_after": round(pick["test"][1], 4),
-            "lr": pick["lr"],
-            "tried": tried,
-        }
-    return out
+    images = task.tune if name == "clean-ft" else stamp(task.tune)
+    tried: list[dict[str, Any]] = []
+    for lr in BASELINE_LRS:
+        pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
+        tuned, _ = unlearn.finetune(clip, head, images, task.tune_labels, pol, 0, None)
+        with unlearn.tower_at(clip, tuned):
+            ca_val, asr_val = measure(task.val, task.val_labels)
+            ca, asr = measure(known.test, known.test_labels)
+        tried.append({"lr": lr, "val": [ca_val, asr_val], "test": [ca, asr]})
+    ok = [t for t in tried if t["val"][0] >= un.clean_floor * ca_val0]
+    pick = (
+        min(ok, key=lambda t: (t["val"][1], -t["val"][0]))
+        if ok
+        else max(tried, key=lambda t: t["val"][0])
+    )
+    return {
+        "status": "within floor" if ok else "below floor",
+        "seconds": round(time.perf_counter() - start, 2),
+        "ca_before": round(ca0, 4),
+        "asr_before": round(asr0, 4),
+        "ca_after": round(pick["test"][0], 4),
+        "asr_after": round(pick["test"][1], 4),
+        "lr": pick["lr"],
+        "tried": tried,
+    }
 
 
 def _oracle(

@@ -14,7 +14,8 @@ from hubscan.figures import render_alpha_png
 from hubscan.records import CoefTrial
 
 _LABEL = {
-    "tbar-known-contrast": "TBAR, known trigger, contrast vector (default)",
+    "tbar-known-contrast": "TBAR, known trigger, contrast vector",
+    "tbar-known-fisher": "TBAR, known trigger, Fisher-damped contrast vector",
     "tbar-known-paper": "TBAR, known trigger, paper vector (fine-tune on triggered → target)",
     "tbar-known-mixed": "TBAR, known trigger, mixed vector (triggered + clean, minus clean)",
     "tbar-estimated": "TBAR, estimated trigger (audit's inversion; true trigger measured)",
@@ -71,8 +72,8 @@ def _trials(res: dict[str, Any]) -> list[CoefTrial]:
 
 def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
     zoos = result["zoos"]
-    reused = sum(bool(r.get("cached")) for z in zoos for r in z["models"])
-    total = sum(len(z["models"]) for z in zoos)
+    reused = sum(int(r.get("cached", 0)) for z in zoos for r in z["models"])
+    total = sum(len(r["methods"]) for z in zoos for r in z["models"])
     lines = [
         "# Backdoor removal (TBAR) on the zoos",
         "",
@@ -84,8 +85,9 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
         "not detected, or no coefficient within the floor) counts with its attack success "
         "unchanged.",
         "",
-        f"{reused} of {total} model rows were taken from the benchmark's cache: measured by an "
-        "earlier run of this command on the same weights, policy and benchmark version.",
+        f"{reused} of {total} results (one method on one model) were taken from the "
+        "benchmark's cache: measured by an earlier run of this command on the same weights "
+        "with the same settings and benchmark version.",
         "",
         *([] if result.get("complete", True) else [_PARTIAL, ""]),
         "## Both zoos",

@@ -72,7 +72,7 @@ def test_unpatched_models_count_with_their_attack_success_unchanged() -> None:
 
 
 def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> None:
-    tower_rows = [dict(ROWS[0], cached=True)]
+    tower_rows = [dict(ROWS[0], cached=2)]
     res = {
         "command": "hubscan bench unlearning --zoo z --zoo t",
         "hubscan": "0",
@@ -106,7 +106,7 @@ def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> No
     assert all(Image.open(tmp_path / n).size[0] > 0 for n in every)
     page = markdown(res, names)
     assert "**Partial run:**" in page and "`hubscan bench unlearning --zoo z --zoo t`" in page
-    assert "1 of 3 model rows were taken from the benchmark's cache" in page
+    assert "2 of 6 results (one method on one model) were taken from the benchmark's cache" in page
     assert "## Zoo `z`: ViT" in page and "## Zoo `t`: ImageNet MobileNetV2" in page
     assert "| warp-a | 80.0% / 90.0% | 80.0% / 0.0% | not detected |" in page
     # side by side: the estimated trigger patched 1 of 2 in the first zoo, 1 of 1 in the second
@@ -115,31 +115,39 @@ def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> No
     assert all(f"![{n}]({n})" in page for n in every)
 
 
-def test_a_measured_row_is_reused_only_for_the_same_weights(
+def test_each_method_is_measured_once_per_weights_and_a_new_method_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hubscan.bench_unlearning import _cached_row
+    from hubscan import bench_unlearning
     from hubscan.policy import load_policy
 
     monkeypatch.setenv("HUBSCAN_CACHE", str(tmp_path / "cache"))
     zoo = tmp_path / "zoo"
-    (zoo / "m").mkdir(parents=True)
-    (zoo / "m" / "open_clip_model.safetensors").write_bytes(b"weights")
-    m = {"name": "m", "trigger": "patch:size=3", "target": "bag"}
+    for name in ("m", "base"):
+        (zoo / name).mkdir(parents=True)
+        (zoo / name / "open_clip_model.safetensors").write_bytes(name.encode())
+    m = {"name": "m", "family": "patch", "trigger": "patch:size=3", "target": "bag"}
     policy = load_policy("default")
-    calls: list[int] = []
+    runs: list[str] = []
 
-    def measure() -> dict[str, Any]:
-        calls.append(1)
-        return {"name": "m", "methods": {"oracle": {"status": "within floor"}}}
+    def run(method: str, *args: Any) -> dict[str, Any]:
+        runs.append(method)
+        return {"status": "within floor"}
 
-    first = _cached_row(zoo, m, policy, measure, None)
-    again = _cached_row(zoo, m, policy, measure, None)
-    assert (first["cached"], again["cached"], len(calls)) == (False, True, 1)
-    assert again["methods"] == first["methods"]
+    monkeypatch.setattr(bench_unlearning, "_run", run)
+    first = bench_unlearning._model_row(zoo, m, policy, tmp_path, None)
+    methods = [name for name, _ in bench_unlearning._methods(policy)]
+    assert list(first["methods"]) == methods and first["cached"] == 0
+    assert runs == methods
+    again = bench_unlearning._model_row(zoo, m, policy, tmp_path, None)
+    assert again["cached"] == len(methods) and len(runs) == len(methods)
+    # a variant added to the benchmark is the only thing measured next time
+    monkeypatch.setattr(bench_unlearning, "VARIANTS", (*bench_unlearning.VARIANTS, "mixed"))
+    bench_unlearning._model_row(zoo, m, policy, tmp_path, None)
+    assert runs[len(methods) :] == ["tbar-known-mixed"]
+    # other weights: everything again
     (zoo / "m" / "open_clip_model.safetensors").write_bytes(b"other weights")
-    assert _cached_row(zoo, m, policy, measure, None)["cached"] is False
-    assert len(calls) == 2
+    assert bench_unlearning._model_row(zoo, m, policy, tmp_path, None)["cached"] == 0
 
 
 def test_the_oracle_vector_removes_a_zoo_backdoor_within_the_floor(quick_zoo: Path) -> None:
