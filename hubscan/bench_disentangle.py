@@ -3,11 +3,11 @@ zoo? -> benchmarks/disentanglement.md|json and one heatmap per zoo and vector.
 
 Owns the measurement (paper.md §5, disentangle.py): for one backdoored model of each zoo, the
 clean-task vector τ_c (fine-tune of the image tower on the clean tune probes, true labels) and
-three trigger vectors — TBAR's `contrast` and `paper` estimates with the known trigger, and the
-oracle (the backdoored model minus the zoo's clean base) — the disentanglement error ξ over a
-grid of (a_c, a_t), its mean over the grid and over the removal half (a_t <= 0), each vector's
-norm and its cosine with the oracle. Same probes and splits as `hubscan bench unlearning`. Must
-not change what it measures.
+four trigger vectors — TBAR's `contrast`, `fisher` and `paper` estimates with the known
+trigger, and the oracle (the backdoored model minus the zoo's clean base) — the disentanglement
+error ξ over a grid of (a_c, a_t), its mean over the grid and over the removal half (a_t <= 0),
+each vector's norm and its cosine with the oracle. Same probes and splits as `hubscan bench
+unlearning`. Must not change what it measures.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from hubscan.policy import Policy
 # The paper's range (paper.md §5) in half steps: TBAR's chosen coefficients lie within 0.25-1.5.
 COEFS = tuple(c / 2 for c in range(-6, 7))
 IMAGES = 150  # clean and triggered probes per ξ term (from the test split)
-VECTORS = ("contrast", "paper", "oracle")
+VECTORS = ("contrast", "fisher", "paper", "oracle")
 BENCH_VERSION = 1  # hashed into the cache key: bump when a change alters what is measured
 
 
@@ -283,8 +283,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"in [0, 2], over a_c, a_t ∈ {{{', '.join(f'{c:g}' for c in r['coefs'])}}}, on "
         f"{r['images']} clean and {r['images']} triggered test probes. Low ξ: the vectors act on",
         "different inputs. TBAR removes the backdoor at a_t < 0 (the removal half). Vectors:",
-        "`contrast` and `paper` are TBAR's estimates with the known trigger; `oracle` is the",
-        "backdoored model minus the zoo's clean base (the attack's own direction).",
+        "`contrast`, `fisher` and `paper` are TBAR's estimates with the known trigger; `oracle`",
+        "is the backdoored model minus the zoo's clean base (the attack's own direction).",
         "",
         *_answer_lines(r.get("removal")),
         "## Disentanglement error",

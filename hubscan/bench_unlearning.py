@@ -1,4 +1,4 @@
-"""`hubscan bench unlearning`: TBAR over a built zoo -> benchmarks/unlearning.md|json + figures.
+"""`hubscan bench unlearning`: TBAR over built zoos -> benchmarks/unlearning.md|json + figures.
 
 Owns the removal metrics over a population (METHOD.md §2, §4): per backdoored model, clean
 accuracy and attack success of the true trigger on the test split before and after
