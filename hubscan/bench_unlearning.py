@@ -379,14 +379,15 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _means(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
     """An unpatched model (not detected, or not remediated) counts as it was: no retention
-    loss, and its attack success unchanged."""
+    loss, and its attack success unchanged. A baseline is always applied (at the learning rate
+    its rule picked) but counts as patched only within the clean-accuracy floor."""
     asr, keep, done = [], [], 0
     for r in rows:
         res = r["methods"][method]
         if "ca_after" in res and res["status"] != "not remediated":
             asr.append(res["asr_after"])
             keep.append(res["ca_after"] / res["ca_before"])
-            done += 1
+            done += res["status"] in ("released", "within floor")
         else:
             before = next(v for v in r["methods"].values() if "asr_before" in v)
             asr.append(before["asr_before"])

@@ -81,9 +81,11 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
         f"`{result['policy']}`, {result['machine']['cpus']} CPUs). Test split: 300 bundled "
         "Fashion-MNIST probes never used to learn the trigger vector (tune, 400) or to choose "
         "the coefficient / learning rate (val, 300). Attack success is always the *true* "
-        "trigger's; retention = clean accuracy after / before. A model left unpatched (trigger "
-        "not detected, or no coefficient within the floor) counts with its attack success "
-        "unchanged.",
+        "trigger's; retention = clean accuracy after / before. Patched: TBAR wrote a verified "
+        "release (the oracle: found a coefficient within the floor); a baseline kept the "
+        "clean-accuracy floor. A model TBAR left unpatched (trigger not detected, no coefficient "
+        "within the floor, or verification failed) counts with its attack success unchanged; a "
+        "baseline is always applied.",
         "",
         f"{reused} of {total} results (one method on one model) were taken from the "
         "benchmark's cache: measured by an earlier run of this command on the same weights "

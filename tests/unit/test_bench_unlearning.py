@@ -71,6 +71,24 @@ def test_unpatched_models_count_with_their_attack_success_unchanged() -> None:
     assert known["mean_retention"] == round((0.88 / 0.9 + 1.0) / 2, 4)
 
 
+def test_a_baseline_below_the_floor_is_applied_but_not_counted_as_patched() -> None:
+    def ft(status: str, ca_after: float) -> dict[str, Any]:
+        return {
+            "status": status,
+            "ca_before": 0.9,
+            "asr_before": 0.9,
+            "ca_after": ca_after,
+            "asr_after": 0.0,
+        }
+
+    rows = [
+        {"name": "a", "family": "patch", "methods": {"clean-ft": ft("within floor", 0.9)}},
+        {"name": "b", "family": "patch", "methods": {"clean-ft": ft("below floor", 0.45)}},
+    ]
+    s = _summary(rows)["clean-ft"]["all"]
+    assert (s["patched"], s["mean_asr_after"], s["mean_retention"]) == (1, 0.0, 0.75)
+
+
 def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> None:
     tower_rows = [dict(ROWS[0], cached=2)]
     res = {
