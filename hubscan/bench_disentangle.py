@@ -59,13 +59,14 @@ def run_disentanglement_bench(
 def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[str, Any]:
     """The zoo's measurement (from the cache when these weights were measured with these
     settings) and its heatmaps, named after the zoo."""
+    from hubscan.bench_unlearning import settings_digest
     from hubscan.figures import render_heatmap_png
 
     manifest = json.loads((zoo / "manifest.json").read_text())
     m = _pick(manifest, model, zoo)
     key = [
         BENCH_VERSION,
-        policy.sha256,
+        settings_digest(policy, audits=False),
         COEFS,
         IMAGES,
         VECTORS,

@@ -136,7 +136,7 @@ def _model_row(
             BENCH_VERSION,
             method,
             variant,
-            _settings(policy),
+            settings_digest(policy, audits=variant is not None),
             m["trigger"],
             m["target"],
             weights,
@@ -151,11 +151,16 @@ def _model_row(
     return {**row, "methods": methods, "cached": hits}
 
 
-def _settings(policy: Policy) -> str:
-    """What every method's result depends on in the policy: detection (the estimate and the
-    re-audit), removal and the gate; not the default variant (each method names its own)."""
+def settings_digest(policy: Policy, *, audits: bool) -> str:
+    """What a measurement depends on in the policy: the removal settings (not the default
+    variant: each method names its own), and for a method that audits (TBAR: the estimate, the
+    re-audit) detection and the gate too. A baseline or the oracle measured once stays valid
+    when only detection changes."""
     unlearning = dataclasses.replace(policy.unlearning, variant="")
-    blob = json.dumps(to_jsonable([policy.fail_on, policy.detection, unlearning]), sort_keys=True)
+    parts: list[object] = [unlearning]
+    if audits:
+        parts += [policy.fail_on, policy.detection]
+    blob = json.dumps(to_jsonable(parts), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -182,3 +182,21 @@ def test_the_oracle_vector_removes_a_zoo_backdoor_within_the_floor(quick_zoo: Pa
     assert res["asr_before"] > 0.8 and res["asr_after"] <= 0.05
     assert res["ca_after"] >= policy.unlearning.clean_floor * res["ca_before"] - 0.02
     assert 0 < res["coef"] <= 2
+
+
+def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> None:
+    import dataclasses
+
+    from hubscan.bench_unlearning import settings_digest
+    from hubscan.policy import load_policy
+
+    p = load_policy("default")
+    more = dataclasses.replace(p.detection, holdout_images=p.detection.holdout_images + 1)
+    q = dataclasses.replace(p, detection=more)
+    assert settings_digest(p, audits=False) == settings_digest(q, audits=False)
+    assert settings_digest(p, audits=True) != settings_digest(q, audits=True)
+    # the default variant is not a setting: every method names the variant it runs
+    r = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, variant="paper"))
+    assert settings_digest(p, audits=True) == settings_digest(r, audits=True)
+    s = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, steps=1))
+    assert settings_digest(p, audits=False) != settings_digest(s, audits=False)
