@@ -70,11 +70,20 @@ def detect(
     head = clip.zero_shot_head(classes, templates)
     counter = Counter(deadline=start + policy.max_seconds)
     candidates = Candidates(clip=clip, head=head, counter=counter, tick=tick)
-    _check_spread(candidates, holdout, classes, policy.max_clean_share)
+    holdout_clean = predict(candidates, holdout)
+    _check_spread(holdout_clean, classes, policy.max_clean_share)
     results = []
     for family in policy.families:
         results.append(
-            search_family(candidates, family, optimize, holdout, policy=policy, generator=generator)
+            search_family(
+                candidates,
+                family,
+                optimize,
+                holdout,
+                holdout_clean=holdout_clean,
+                policy=policy,
+                generator=generator,
+            )
         )
     scores = tuple(
         _score(r.family, r.best_target, r.best_share, r.screen, classes, policy) for r in results
@@ -108,14 +117,12 @@ def decide(scores: Sequence[FamilyScore]) -> tuple[Verdict, FamilyScore]:
     return (Verdict.FAIL if flagged else Verdict.PASS), best
 
 
-def _check_spread(
-    cands: Candidates, holdout: torch.Tensor, classes: Sequence[str], limit: float
-) -> None:
+def _check_spread(clean: torch.Tensor, classes: Sequence[str], limit: float) -> None:
     """A model that already puts nearly every clean probe in one class (random weights, or a
     label set that does not fit the probes) sends everything there with any perturbation: its
     scores would mean nothing, so there is no verdict rather than a false alarm."""
-    counts = torch.bincount(predict(cands, holdout), minlength=len(classes))
-    share = float(counts.max()) / len(holdout)
+    counts = torch.bincount(clean, minlength=len(classes))
+    share = float(counts.max()) / len(clean)
     if share > limit:
         raise ProbeError(
             f"the model puts {share:.0%} of the clean probes in {classes[int(counts.argmax())]!r}: "

@@ -166,11 +166,13 @@ def search_family(
     optimize: torch.Tensor,
     holdout: torch.Tensor,
     *,
+    holdout_clean: torch.Tensor,
     policy: DetectionPolicy,
     generator: torch.Generator,
 ) -> FamilyResult:
     """Screen every class (and the collapse candidate) in halving rounds, refine the survivors,
-    and score them on held-out probes."""
+    and score them on held-out probes (`holdout_clean`: the model's predictions on them, made
+    once for every family)."""
     shape = shape_of(family, policy)
     k = cands.head.shape[0]
     _, c, h, w = optimize.shape
@@ -201,7 +203,7 @@ def search_family(
         policy,
         clean,
     )
-    shares, reached = _held_out(cands, shape, params, holdout, targets)
+    shares, reached = _held_out(cands, shape, params, holdout, holdout_clean, targets)
     best = int(shares.argmax())
     return FamilyResult(
         family=family,
@@ -338,12 +340,13 @@ def _held_out(
     shape: _Shape,
     params: list[torch.Tensor],
     holdout: torch.Tensor,
+    clean: torch.Tensor,
     targets: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each candidate's share of held-out probes sent to its class, counting only probes the
-    model did not already put there; and the class (for the collapse candidate: its majority)."""
+    model did not already put there (`clean`); and the class (for the collapse candidate: its
+    majority)."""
     clip, head = cands.clip, cands.head
-    clean = predict(cands, holdout)
     with torch.no_grad():
         stamped = shape.stamp(holdout.to(clip.device), params)
         preds = (clip.encode_images(stamped) @ head.T).argmax(dim=1).cpu().view(len(targets), -1)

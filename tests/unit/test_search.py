@@ -19,6 +19,7 @@ from hubscan.search import (
     Candidates,
     Counter,
     planned_steps,
+    predict,
     rounds,
     search_family,
     shape_of,
@@ -94,8 +95,15 @@ def test_the_search_counts_its_passes_and_ticks_exactly_the_planned_steps(
     head = clip.zero_shot_head(CLASSES, TEMPLATES)
     cands = Candidates(clip=clip, head=head, counter=counter, tick=ticks.append)
     images = probes()
+    held = images[4:12]
     result = search_family(
-        cands, "patch", images[:4], images[4:12], policy=policy, generator=torch.Generator()
+        cands,
+        "patch",
+        images[:4],
+        held,
+        holdout_clean=predict(cands, held),
+        policy=policy,
+        generator=torch.Generator(),
     )
     assert sum(ticks) == planned_steps(len(CLASSES), policy)
     # 6 candidates x 4 images x 2 steps, then 3 x 4 x 2, then at most 3 x 4 x 3 refining
