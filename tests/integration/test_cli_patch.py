@@ -241,10 +241,10 @@ def test_too_few_probes_to_split_and_audit_is_one_line_and_no_verdict(
     probes.mkdir()
     image = io.BytesIO()
     Image.new("L", (28, 28), 128).save(image, format="PNG")
-    for i in range(200):  # enough to audit once (140), not to split three ways and audit twice
+    for i in range(120):  # enough to audit once (76), not to split three ways and audit twice
         (probes / f"{i}.png").write_bytes(image.getvalue())
     out = tmp_path / "release"
     result = patch(quick_zoo / "patch-white-br-bag", out, "--probes", str(probes))
     assert result.code == ExitCode.NO_VERDICT, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "need 140 images each" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "need 76 images each" in result.stderr
     assert not out.exists()
