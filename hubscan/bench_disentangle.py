@@ -246,10 +246,10 @@ def _answer_sentences(a: dict[str, Any]) -> list[str]:
         gap = ""
         if "oracle" in m and z["winner"] is not None:
             best = m[f"tbar-known-{z['winner']}"]
+            points = 100 * (best["mean_asr_after"] - m["oracle"]["mean_asr_after"])
             gap = (
-                f"; the best estimate, `{z['winner']}`, is "
-                f"{best['mean_asr_after'] - m['oracle']['mean_asr_after']:+.1%} mean attack "
-                "success after from the oracle's"
+                f"; the best estimate, `{z['winner']}`, leaves {abs(points):.1f} points "
+                f"{'more' if points > 0 else 'less'} mean attack success than the oracle"
             )
         out.append(
             f"- `{z['zoo']}` ({z['tower']}){partial}: removed within the floor by "
