@@ -102,7 +102,7 @@ def _measure(zoo: Path, m: dict[str, Any], policy: Policy) -> dict[str, Any]:
     import torch
 
     from hubscan import disentangle, unlearn
-    from hubscan.bench_unlearning import known_setup
+    from hubscan.bench_references import known_setup
     from hubscan.model import load_clip
 
     start = time.perf_counter()

@@ -25,33 +25,30 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hubscan import __version__, pipeline_patch
 from hubscan.atomic import file_sha256, write_text_atomic
 from hubscan.bench_cache import cached
+from hubscan.bench_references import (
+    BASELINES,
+    LABELS,
+    Tick,
+    baseline,
+    oracle,
+    trial_curve,
+)
 from hubscan.errors import NotRemediated, UsageError
 from hubscan.jsonio import to_jsonable
 from hubscan.model import WEIGHTS_NAME
 from hubscan.policy import Policy
-from hubscan.records import Comparison, Patch, RunReport
+from hubscan.records import Comparison, RunReport
 
-if TYPE_CHECKING:
-    import torch
-
-    from hubscan.model import ClipHandle
-    from hubscan.unlearn import Task
-
-Tick = Callable[[str], None]  # told "<model>: <method>" as each run starts
-LABELS = "fashion-mnist"
 # `mixed` stays a policy choice but is left out of the benchmark's time budget: METHOD.md §4
 # measured clean pairs mixed into the fine-tune as worse than the plain paper vector.
 VARIANTS = ("contrast", "fisher", "paper")
-BASELINE_LRS = (1e-4, 1e-3)
-BASELINES = ("clean-ft", "trigger-true-ft")
 BASE_MODEL = "base"  # the zoo's clean base, the oracle vector's start
 # Hashed into every cached result's key: bump when a change alters what a method measures.
 BENCH_VERSION = 1
@@ -174,9 +171,9 @@ def _run(
     tick: Tick | None,
 ) -> dict[str, Any]:
     if method in BASELINES:
-        return _baseline(method, root, m, policy, tick)
+        return baseline(method, root, m, policy, tick)
     if method == "oracle":
-        return _oracle(root, root.parent / BASE_MODEL, m, policy, tick)
+        return oracle(root, root.parent / BASE_MODEL, m, policy, tick)
     assert variant is not None  # every TBAR method names its variant (_methods)
     pol = dataclasses.replace(
         policy, unlearning=dataclasses.replace(policy.unlearning, variant=variant)
@@ -221,7 +218,7 @@ def _tbar(
         "seconds": seconds,
         **_before_after(known),
         "coef": run.patch.coef,
-        "curve": _curve(run.patch),
+        "curve": trial_curve(run.patch),
         "reaudit": None if redetected is None else redetected.verdict.value,
         "removed_trigger": run.patch.trigger,
         "removed_target": run.patch.target,
@@ -234,139 +231,6 @@ def _before_after(c: Comparison) -> dict[str, float]:
         "asr_before": c.before.attack_success,
         "ca_after": c.after.clean_accuracy,
         "asr_after": c.after.attack_success,
-    }
-
-
-def _curve(patch: Patch) -> list[list[float]]:
-    return [[t.coef, t.clean_accuracy, t.attack_success] for t in patch.trials]
-
-
-@dataclasses.dataclass(frozen=True)
-class KnownSetup:
-    """A zoo model with its known trigger, on the probes and splits pipeline_patch makes with
-    seed 0: what the baselines, the oracle and the disentanglement benchmark share."""
-
-    clip: ClipHandle
-    head: torch.Tensor
-    task: Task  # TBAR's task for the known trigger: tune and val, labelled
-    test: torch.Tensor  # the split nothing is chosen on
-    test_labels: torch.Tensor
-
-
-def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
-    from hubscan import unlearn
-    from hubscan.model import load_clip
-    from hubscan.probes import load_labels, load_probes
-    from hubscan.triggers import parse_trigger
-
-    labels = load_labels(LABELS)
-    clip = load_clip(root)
-    head = clip.zero_shot_head(labels.classes, labels.templates)
-    probes = load_probes("default", labels=labels, limit=policy.unlearning.probe_images, seed=0)
-    parts = probes.split(seed=0)
-    if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
-        raise UsageError("the benchmark needs labelled probes")
-    task = unlearn.Task(
-        stamp=parse_trigger(m["trigger"]).apply,
-        trigger=m["trigger"],
-        target=labels.classes.index(m["target"]),
-        target_name=m["target"],
-        estimated=False,
-        head=head,
-        tune=parts.tune.images,
-        tune_labels=parts.tune.labels,
-        val=parts.val.images,
-        val_labels=parts.val.labels,
-        labelled=True,
-    )
-    return KnownSetup(
-        clip=clip, head=head, task=task, test=parts.test.images, test_labels=parts.test.labels
-    )
-
-
-def _baseline(
-    name: str, root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
-) -> dict[str, Any]:
-    """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
-    many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
-    from hubscan import unlearn
-    from hubscan.metrics import attack_success, clean_accuracy
-
-    if tick is not None:
-        tick(f"{m['name']}: {name}")
-    start = time.perf_counter()
-    known = known_setup(root, m, policy)
-    clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
-    stamp, target = task.stamp, task.target
-
-    def measure(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        return clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
-
-    ca0, asr0 = measure(known.test, known.test_labels)
-    ca_val0 = measure(task.val, task.val_labels)[0]
-    images = task.tune if name == "clean-ft" else stamp(task.tune)
-    tried: list[dict[str, Any]] = []
-    for lr in BASELINE_LRS:
-        pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
-        tuned, _ = unlearn.finetune(clip, head, images, task.tune_labels, pol, 0, None)
-        with unlearn.tower_at(clip, tuned):
-            ca_val, asr_val = measure(task.val, task.val_labels)
-            ca, asr = measure(known.test, known.test_labels)
-        tried.append({"lr": lr, "val": [ca_val, asr_val], "test": [ca, asr]})
-    ok = [t for t in tried if t["val"][0] >= un.clean_floor * ca_val0]
-    pick = (
-        min(ok, key=lambda t: (t["val"][1], -t["val"][0]))
-        if ok
-        else max(tried, key=lambda t: t["val"][0])
-    )
-    return {
-        "status": "within floor" if ok else "below floor",
-        "seconds": round(time.perf_counter() - start, 2),
-        "ca_before": round(ca0, 4),
-        "asr_before": round(asr0, 4),
-        "ca_after": round(pick["test"][0], 4),
-        "asr_after": round(pick["test"][1], 4),
-        "lr": pick["lr"],
-        "tried": tried,
-    }
-
-
-def _oracle(
-    root: Path, base: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
-) -> dict[str, Any]:
-    """θ_b − α·(θ_b − θ_base), α by TBAR's rule on val, measured on test (same splits)."""
-    from hubscan import unlearn
-    from hubscan.metrics import attack_success, clean_accuracy
-    from hubscan.model import load_clip
-
-    if tick is not None:
-        tick(f"{m['name']}: oracle")
-    start = time.perf_counter()
-    known = known_setup(root, m, policy)
-    clip, head, task = known.clip, known.head, known.task
-    stamp, target, un = task.stamp, task.target, policy.unlearning
-    theta_b, theta_0 = unlearn.tower_params(clip), unlearn.tower_params(load_clip(base))
-    tau = {k: theta_b[k] - theta_0[k] for k in theta_b}
-    x, y = known.test, known.test_labels
-    ca0, asr0 = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
-    try:
-        removed = unlearn.remove(clip, task, un, tau=tau)
-    except NotRemediated as err:
-        curve = [list(t) for t in err.trials]
-        seconds = round(time.perf_counter() - start, 2)
-        return {"status": "no coefficient within the floor", "seconds": seconds, "curve": curve}
-    coef = removed.patch.coef
-    with unlearn.tower_at(clip, {k: theta_b[k] - coef * tau[k] for k in theta_b}):
-        ca, asr = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
-    return {
-        "status": "within floor",
-        "seconds": round(time.perf_counter() - start, 2),
-        "ca_before": round(ca0, 4),
-        "asr_before": round(asr0, 4),
-        "ca_after": round(ca, 4),
-        "asr_after": round(asr, 4),
-        "coef": coef,
-        "curve": _curve(removed.patch),
     }
 
 

@@ -177,12 +177,12 @@ def bench_unlearning(
     """TBAR on every backdoored model of each zoo (known trigger with two vectors, estimated
     trigger) against two fine-tuning baselines and the oracle vector; the coefficient curves as
     figures. Rows already measured on the same weights come from the cache."""
-    from hubscan import bench_unlearning
+    from hubscan import bench_references, bench_unlearning
 
     def body() -> int:
         with progress_bars() as bars:
             # the known-trigger variants, the estimated trigger, the baselines and the oracle
-            runs = len(bench_unlearning.VARIANTS) + len(bench_unlearning.BASELINES) + 2
+            runs = len(bench_unlearning.VARIANTS) + len(bench_references.BASELINES) + 2
             size = sum(_zoo_size(z, kinds=("backdoored",)) for z in zoo)
             tick = bars("runs", runs * size)
             result = bench_unlearning.run_unlearning_bench(

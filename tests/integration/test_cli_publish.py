@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import huggingface_hub.constants
 import pytest
@@ -146,15 +147,20 @@ def test_a_release_file_changed_after_verification_is_refused_and_nothing_is_sen
     assert out == "" and write_requests(hub) == []
 
 
-def test_a_release_whose_verification_failed_is_refused(
-    released: Released, hub: FakeHub, tmp_path: Path
-) -> None:
+def with_verification(released: Released, tmp_path: Path, **fields: Any) -> Path:
+    """A copy of the release whose report.json says other things of its verification."""
     copy = tmp_path / "release"
     shutil.copytree(released.out, copy)
     report = json.loads((copy / "report.json").read_text())
-    report["verification"]["passed"] = False
-    report["verification"]["reasons"] = ["attack success 40% > 10%"]
+    report["verification"].update(fields)
     (copy / "report.json").write_text(json.dumps(report))
+    return copy
+
+
+def test_a_release_whose_verification_failed_is_refused(
+    released: Released, hub: FakeHub, tmp_path: Path
+) -> None:
+    copy = with_verification(released, tmp_path, passed=False, reasons=["attack success 40% > 10%"])
     code, _, err = publish(str(copy), "--yes")
     assert code == ExitCode.NOT_REMEDIATED
     assert "did not pass verification (attack success 40% > 10%)" in err
@@ -164,11 +170,7 @@ def test_a_release_whose_verification_failed_is_refused(
 def test_a_release_whose_weights_are_not_the_verified_file_is_refused(
     released: Released, hub: FakeHub, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "release"
-    shutil.copytree(released.out, copy)
-    report = json.loads((copy / "report.json").read_text())
-    report["verification"]["weights_sha256"] = "0" * 64
-    (copy / "report.json").write_text(json.dumps(report))
+    copy = with_verification(released, tmp_path, weights_sha256="0" * 64)
     code, _, err = publish(str(copy), "--yes")
     assert code == ExitCode.NOT_REMEDIATED
     assert "not the file verification measured" in err and write_requests(hub) == []

@@ -171,13 +171,13 @@ def test_each_method_is_measured_once_per_weights_and_a_new_method_alone(
 def test_the_oracle_vector_removes_a_zoo_backdoor_within_the_floor(quick_zoo: Path) -> None:
     """The attack's own vector (backdoored − base) is the upper bound the estimates are
     compared with: on a real zoo backdoor it must remove it and keep clean accuracy."""
-    from hubscan.bench_unlearning import _oracle
+    from hubscan.bench_references import oracle
     from hubscan.policy import load_policy
 
     manifest = json.loads((quick_zoo / "manifest.json").read_text())
     m = next(x for x in manifest["models"] if x["name"] == "patch-white-br-bag")
     policy = load_policy("default")
-    res = _oracle(quick_zoo / m["name"], quick_zoo / "base", m, policy, None)
+    res = oracle(quick_zoo / m["name"], quick_zoo / "base", m, policy, None)
     assert res["status"] == "within floor"
     assert res["asr_before"] > 0.8 and res["asr_after"] <= 0.05
     assert res["ca_after"] >= policy.unlearning.clean_floor * res["ca_before"] - 0.02
