@@ -26,8 +26,18 @@ Tick = Callable[[str], None]  # told each model's name as its audit starts
 
 
 def run_detection_bench(
-    *, zoo: Path, out: Path, policy: Policy, labels: str | None, command: str, tick: Tick | None
+    *,
+    zoo: Path,
+    out: Path,
+    policy: Policy,
+    labels: str | None,
+    command: str,
+    tick: Tick | None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
+    """Audit every clean and backdoored model of `zoo` at seeds 0 .. seeds-1 (each seed draws
+    other probes and other starting triggers): the rates count audits, and each model's share
+    of flagged seeds shows how much a verdict depends on the draw."""
     manifest_path = zoo / "manifest.json"
     if not manifest_path.is_file():
         raise UsageError(f"--zoo {zoo} has no manifest.json (build it with `hubscan zoo build`)")
@@ -36,14 +46,15 @@ def run_detection_bench(
     for model in manifest["models"]:
         if model["kind"] == "base":
             continue
-        if tick is not None:
-            tick(model["name"])
-        start = time.perf_counter()
-        run = pipeline.audit(str(zoo / model["name"]), policy=policy, labels=labels)
-        seconds = time.perf_counter() - start
-        if run.detection is None:
-            raise UsageError(f"{model['name']}: the static scan blocked the audit")
-        rows.append(_row(model, run.detection, seconds))
+        for seed in range(seeds):
+            if tick is not None:
+                tick(model["name"])
+            start = time.perf_counter()
+            run = pipeline.audit(str(zoo / model["name"]), policy=policy, labels=labels, seed=seed)
+            seconds = time.perf_counter() - start
+            if run.detection is None:
+                raise UsageError(f"{model['name']}: the static scan blocked the audit")
+            rows.append(_row(model, run.detection, seconds, seed))
     result = {
         "benchmark": "detection",
         "command": command,
@@ -51,6 +62,7 @@ def run_detection_bench(
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "policy": policy.name,
         "policy_sha256": policy.sha256,
+        "seeds": seeds,
         "labels": labels or "vocabulary (label-free)",
         "thresholds": dict(policy.detection.thresholds),
         "models": rows,
@@ -64,9 +76,10 @@ def run_detection_bench(
     return result
 
 
-def _row(model: dict[str, Any], det: Detection, seconds: float) -> dict[str, Any]:
+def _row(model: dict[str, Any], det: Detection, seconds: float, seed: int) -> dict[str, Any]:
     return {
         "name": model["name"],
+        "seed": seed,
         "kind": model["kind"],
         "family": model.get("family"),
         "trigger": model.get("trigger"),
@@ -83,24 +96,37 @@ def _row(model: dict[str, Any], det: Detection, seconds: float) -> dict[str, Any
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates over audits (a model audited at several seeds counts once per seed), and per model
+    population the share flagged at every seed (backdoored) or at any seed (clean)."""
     clean = [r for r in rows if r["kind"] == "clean"]
     bad = [r for r in rows if r["kind"] == "backdoored"]
     groups = {"all": bad} | {f: [r for r in bad if r["family"] == f] for f in _families(bad)}
     out: dict[str, Any] = {
-        "clean_models": len(clean),
+        "clean_models": len(_by_model(clean)),
+        "clean_audits": len(clean),
         "fpr": _rate([r["flagged"] for r in clean]),
+        "clean_flagged_at_any_seed": _rate([any(f) for f in _by_model(clean).values()]),
         "median_seconds": statistics.median(r["seconds"] for r in rows) if rows else None,
         "median_passes": statistics.median(r["passes"] for r in rows) if rows else None,
     }
     for name, group in groups.items():
         detected = [r for r in group if r["flagged"]]
         out[name] = {
-            "models": len(group),
+            "models": len(_by_model(group)),
+            "audits": len(group),
             "tpr": _rate([r["flagged"] for r in group]),
+            "flagged_at_every_seed": _rate([all(f) for f in _by_model(group).values()]),
             "auroc": auroc([r["score"] for r in group], [r["score"] for r in clean]),
             "target_identified": _rate([r["suspected_target"] == r["target"] for r in detected]),
         }
     return out
+
+
+def _by_model(rows: list[dict[str, Any]]) -> dict[str, list[bool]]:
+    flags: dict[str, list[bool]] = {}
+    for r in rows:
+        flags.setdefault(r["name"], []).append(r["flagged"])
+    return flags
 
 
 def calibration(rows: list[dict[str, Any]], thresholds: dict[str, float]) -> dict[str, Any]:
@@ -135,6 +161,11 @@ def _families(rows: list[dict[str, Any]]) -> list[str]:
     return sorted({r["family"] for r in rows})
 
 
+def _seeds(r: dict[str, Any]) -> str:
+    n = int(r["seeds"])
+    return "seed 0" if n == 1 else f"seeds 0-{n - 1} (each draws other probes and starts)"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
@@ -146,22 +177,26 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Produced by `{r['command']}` (hubscan {r['hubscan']}, policy `{r['policy']}`, "
         f"labels: {r['labels']}, {r['machine']}). Each model is audited exactly as "
-        "`hubscan audit` does; a model is flagged when any search family's held-out score "
-        "reaches its threshold.",
+        f"`hubscan audit` does, at {_seeds(r)}; a model is flagged when any search family's "
+        "held-out score reaches its threshold. Rates count audits.",
         "",
-        "| population | models | TPR | AUROC | target identified |",
-        "|---|---|---|---|---|",
+        "| population | models | audits | TPR | flagged at every seed | AUROC "
+        "| target identified |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in ["all", *_families([m for m in r["models"] if m["kind"] == "backdoored"])]:
         g = s[name]
         auroc_cell = "-" if g["auroc"] is None else f"{g['auroc']:.3f}"
         lines.append(
-            f"| backdoored: {name} | {g['models']} | {_pct(g['tpr'])} | {auroc_cell} "
+            f"| backdoored: {name} | {g['models']} | {g['audits']} | {_pct(g['tpr'])} "
+            f"| {_pct(g['flagged_at_every_seed'])} | {auroc_cell} "
             f"| {_pct(g['target_identified'])} |"
         )
     lines += [
         "",
-        f"FPR on {s['clean_models']} clean models: **{_pct(s['fpr'])}**. Median audit "
+        f"FPR on {s['clean_audits']} audits of {s['clean_models']} clean models: "
+        f"**{_pct(s['fpr'])}** (clean models flagged at any seed: "
+        f"{_pct(s['clean_flagged_at_any_seed'])}). Median audit "
         f"{s['median_seconds']:.1f} s wall, {s['median_passes']:.0f} image forward+backward "
         "passes (load and scan included in the time).",
         "",
@@ -180,10 +215,10 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Every model",
         "",
-        "| model | kind | true target | flagged | by | suspected target | share | "
+        "| model | seed | kind | true target | flagged | by | suspected target | share | "
         + " | ".join(r["thresholds"])
         + " | s |",
-        "|---|---|---|---|---|---|---|" + "---|" * len(r["thresholds"]) + "---|",
+        "|---|---|---|---|---|---|---|---|" + "---|" * len(r["thresholds"]) + "---|",
     ]
     for m in r["models"]:
         fams = " | ".join(
@@ -193,7 +228,7 @@ def markdown(r: dict[str, Any]) -> str:
             for f in r["thresholds"]
         )
         lines.append(
-            f"| {m['name']} | {m['kind']} | {m['target'] or '-'} | "
+            f"| {m['name']} | {m['seed']} | {m['kind']} | {m['target'] or '-'} | "
             f"{'yes' if m['flagged'] else 'no'} | {m['flagged_by'] or '-'} | "
             f"{m['suspected_target']} | {m['target_share']:.2f} | {fams} | {m['seconds']:.1f} |"
         )

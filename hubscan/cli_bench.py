@@ -139,6 +139,9 @@ def bench_detection(
     ] = "fashion-mnist",
     label_free: Annotated[bool, typer.Option(help="audit without a label set")] = False,
     policy: PolicyOpt = "default",
+    seeds: Annotated[
+        int, typer.Option(min=1, help="audit each model at seeds 0..N-1 (other probes and starts)")
+    ] = 1,
     out: Annotated[Path, typer.Option(help="where detection.md and .json go")] = Path("benchmarks"),
 ) -> None:
     """Audit every model of a zoo: TPR/FPR/AUROC, target identification, times, calibration."""
@@ -147,8 +150,9 @@ def bench_detection(
     def body() -> int:
         chosen = None if label_free else labels
         command = f"hubscan bench detection --zoo {zoo}" + (" --label-free" if label_free else "")
+        command += f" --seeds {seeds}" if seeds > 1 else ""
         with progress_bars() as bars:
-            tick = bars("audits", _zoo_size(zoo))
+            tick = bars("audits", _zoo_size(zoo) * seeds)
             result = bench_detection.run_detection_bench(
                 zoo=zoo,
                 out=out,
@@ -156,6 +160,7 @@ def bench_detection(
                 labels=chosen,
                 command=command,
                 tick=lambda name: tick(1),
+                seeds=seeds,
             )
         s = result["summary"]
         sys.stdout.write(

@@ -14,6 +14,7 @@ def row(
 ) -> dict[str, Any]:
     return {
         "name": name,
+        "seed": kw.get("seed", 0),
         "kind": kind,
         "family": family,
         "trigger": None,
@@ -66,6 +67,25 @@ def test_calibration_lists_every_clean_score_against_the_threshold() -> None:
     assert "blend" not in c  # no clean model was searched with it
 
 
+def test_several_seeds_count_audits_and_each_models_stability() -> None:
+    rows = [
+        row("a", "backdoored", "patch", True, 1.6, target="bag", seed=0),
+        row("a", "backdoored", "patch", False, 0.9, target="bag", seed=1),
+        row("b", "backdoored", "patch", True, 1.2, target="bag", seed=0),
+        row("b", "backdoored", "patch", True, 1.3, target="bag", seed=1),
+        row("d", "clean", None, False, 0.6, seed=0),
+        row("d", "clean", None, True, 1.1, seed=1),
+        row("e", "clean", None, False, 0.5, seed=0),
+        row("e", "clean", None, False, 0.4, seed=1),
+    ]
+    s = summarize(rows)
+    assert (s["all"]["models"], s["all"]["audits"]) == (2, 4)
+    assert s["all"]["tpr"] == 0.75
+    assert s["all"]["flagged_at_every_seed"] == 0.5  # a was missed at seed 1
+    assert (s["clean_models"], s["clean_audits"], s["fpr"]) == (2, 4, 0.25)
+    assert s["clean_flagged_at_any_seed"] == 0.5  # d at seed 1
+
+
 def test_the_markdown_names_the_command_and_every_model() -> None:
     result = {
         "command": "hubscan bench detection --zoo z",
@@ -73,6 +93,7 @@ def test_the_markdown_names_the_command_and_every_model() -> None:
         "policy": "default",
         "labels": "fashion-mnist",
         "machine": "m",
+        "seeds": 1,
         "thresholds": {"patch": 0.6},
         "models": ROWS,
         "summary": summarize(ROWS),
