@@ -58,6 +58,8 @@ def test_an_unpatched_file_fails_on_attack_success_and_the_re_audit(
     assert any("known trigger still works" in r for r in result.reasons)
     assert any("re-audit" in r for r in result.reasons)
     assert result.redetection is not None and result.redetection.suspected_target == TARGET
+    # The re-audit scores on every test image it did not optimize on, not the audit's 64.
+    assert result.redetection.holdout_images == 300 - result.redetection.probe_images
     assert result.test_images == 300 and result.accuracy_kind == "clean accuracy"
 
 
