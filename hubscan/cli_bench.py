@@ -151,6 +151,7 @@ def bench_detection(
         chosen = None if label_free else labels
         command = f"hubscan bench detection --zoo {zoo}" + (" --label-free" if label_free else "")
         command += f" --seeds {seeds}" if seeds > 1 else ""
+        command += "" if policy == "default" else f" --policy {policy}"
         with progress_bars() as bars:
             tick = bars("audits", _zoo_size(zoo) * seeds)
             result = bench_detection.run_detection_bench(
