@@ -27,6 +27,7 @@ COLLAPSE = -1  # the label-free candidate's target: pull the stamped embeddings 
 # from a uniform start onto a few pixels within a few dozen steps, hence the larger step.
 _LRS = {"patch": 0.5, "blend": 0.1, "warp": 0.1}
 _WARP_GRID = 5  # control points per side of the flow field: smooth, like WaNet's
+_STREAK = 3  # steps in a row a candidate must succeed for before the search stops early
 
 
 @dataclass(slots=True)
@@ -234,16 +235,28 @@ def _screen(
     # set) each sees fewer images, down to one, until halving has thinned them out.
     per_candidate = max(1, min(policy.screen_images, policy.screen_batch // len(targets)))
     later = policy.screen_steps - policy.screen_steps // 2
+    recent: list[torch.Tensor] = []
     for step in range(policy.screen_steps):
         pick = torch.randint(len(optimize), (per_candidate,), generator=generator)
         probs = _step(cands, shape, params, opt, optimize[pick], targets, clean=clean[pick])
         _tick(cands)
         if step >= policy.screen_steps // 2:  # the later half: where the candidates have moved
             success += probs / later
-        if float(probs.max()) >= policy.success_share:
+        recent = [*recent[-(_STREAK - 1) :], probs]
+        if (won := sustained(recent, policy.success_share)) is not None:
             _tick(cands, policy.screen_steps - step - 1)
-            return [p.detach() for p in params], probs, True
+            return [p.detach() for p in params], won, True
     return [p.detach() for p in params], success, False
+
+
+def sustained(recent: list[torch.Tensor], share: float) -> torch.Tensor | None:
+    """Each candidate's worst success over the last few steps, when one of them reached `share`
+    at every one of them. A screening step sees only a couple of images per candidate: one lucky
+    step would end the screen on a natural neighbour class before the backdoor's had moved."""
+    if len(recent) < _STREAK:
+        return None
+    worst = torch.stack(recent[-_STREAK:]).min(dim=0).values
+    return worst if float(worst.max()) >= share else None
 
 
 def _tick(cands: Candidates, steps: int = 1) -> None:
@@ -268,7 +281,7 @@ def _refine(
         share = _step(cands, shape, params, opt, images, targets, clean=clean, hard=True)
         _tick(cands)
         streak = streak + 1 if float(share.max()) >= policy.success_share else 0
-        if streak >= 3:
+        if streak >= _STREAK:
             _tick(cands, policy.steps - step - 1)
             return
 

@@ -23,6 +23,7 @@ from hubscan.search import (
     rounds,
     search_family,
     shape_of,
+    sustained,
 )
 from tests.support.factories import write_open_clip_checkpoint
 
@@ -58,6 +59,14 @@ def test_screening_halves_the_candidates_until_keep_are_left(
     k: int, keep: int, expected: int
 ) -> None:
     assert rounds(k, small(keep=keep)) == expected
+
+
+def test_the_screen_stops_early_only_after_a_candidate_succeeds_several_steps_in_a_row() -> None:
+    lucky, steady = torch.tensor([0.99, 0.5]), torch.tensor([0.2, 0.97])
+    assert sustained([lucky], 0.95) is None
+    assert sustained([steady, lucky, steady], 0.95) is None  # a different winner each step
+    won = sustained([lucky, steady, steady, steady], 0.95)
+    assert won is not None and won.tolist() == pytest.approx([0.2, 0.97])
 
 
 def test_planned_steps_counts_every_round_and_the_refinement() -> None:
