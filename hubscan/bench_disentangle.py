@@ -265,9 +265,32 @@ def _answer_sentences(a: dict[str, Any]) -> list[str]:
             f"- The known-trigger variant that removes the most backdoors is `{winner}` in every "
             f"zoo, {agrees} `hubscan patch`'s default (`{a['default_variant']}`)."
         )
-    else:
-        out.append(f"- The winning variant differs between zoos: {sorted(winners)}.")
+    elif winners:
+        out.append(_split_decision(a))
     return out
+
+
+def _split_decision(a: dict[str, Any]) -> str:
+    """When the zoos disagree: who wins where, the totals over every zoo, and where the
+    default stands."""
+    zoos = a["zoos"]
+    where = ", ".join(
+        f"`{z['winner']}` on `{z['zoo']}` ({z['tower']})" for z in zoos if z["winner"]
+    )
+    known = dict.fromkeys(m for z in zoos for m in z["methods"] if m.startswith("tbar-known-"))
+    total = sum(z["models"] for z in zoos)
+    totals = ", ".join(
+        f"`{m.removeprefix('tbar-known-')}` "
+        f"{sum(z['methods'][m]['removed'] for z in zoos if m in z['methods'])}/{total}"
+        for m in known
+    )
+    default = a["default_variant"]
+    wins = [f"`{z['zoo']}`" for z in zoos if z["winner"] == default]
+    stands = f"wins on {', '.join(wins)}" if wins else "wins on no zoo"
+    return (
+        f"- The winning variant differs between zoos: {where}. Over all {total} models: {totals}. "
+        f"`hubscan patch`'s default (`{default}`) {stands}."
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -78,6 +78,35 @@ def test_answer_counts_removal_within_the_floor_and_names_the_winning_variant(
     assert "is `contrast` in every zoo, which is `hubscan patch`'s default (`contrast`)" in page
 
 
+def test_when_the_zoos_disagree_the_page_gives_totals_and_where_the_default_wins(
+    tmp_path: Path,
+) -> None:
+    nothing = {"status": "no coefficient within the floor"}
+    rows_a = [row("a1", after(0.9, 0.01), nothing), row("a2", after(0.9, 0.02), nothing)]
+    rows_b = [row("b1", after(0.9, 0.6, "not remediated"), after(0.9, 0.01))]
+    (tmp_path / "unlearning.json").write_text(
+        json.dumps({"command": "c", "zoos": [zoo("a", "vit", rows_a), zoo("b", "tiny", rows_b)]})
+    )
+    answer = removal_answer(tmp_path / "unlearning.json", load_policy("default"))
+    assert answer is not None
+    page = markdown(
+        {
+            "command": "c",
+            "hubscan": "0",
+            "policy": "default",
+            "coefs": [0.0],
+            "images": 1,
+            "zoos": [],
+            "removal": answer,
+        }
+    )
+    assert (
+        "- The winning variant differs between zoos: `contrast` on `a` (vit), `paper` on `b` "
+        "(tiny). Over all 3 models: `contrast` 2/3, `paper` 1/3. `hubscan patch`'s default "
+        "(`contrast`) wins on `a`." in page
+    )
+
+
 def test_without_an_unlearning_result_the_page_says_what_to_run(tmp_path: Path) -> None:
     assert removal_answer(tmp_path / "unlearning.json", load_policy("default")) is None
     page = markdown(
