@@ -1,0 +1,76 @@
+"""Can a stronger warp search separate warp backdoors from clean models? (issue 4, exploration)
+
+Runs hubscan's own warp shape (search._Warp: a smooth flow of mean displacement <= PIXELS) far
+longer than the audit does — every class of the label set as a candidate, fresh minibatches from
+a 128-image optimization pool each step, STEPS steps — and prints each model's held-out share
+per class (128 held-out probes, counting only probes not already in that class). If the warp
+backdoors' target share stood clear of every clean model's best class, a longer search would be
+the fix; it does not (benchmarks/explore/warp_separation.txt).
+
+    HF_HUB_OFFLINE=1 python benchmarks/explore/warp_separation.py /tmp/zoo-final > \\
+        benchmarks/explore/warp_separation.txt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hubscan import pipeline, search
+from hubscan.model import load_clip
+from hubscan.policy import load_policy
+
+MODELS = ("warp-boot", "warp-trouser", "clean-01", "clean-02", "clean-03", "clean-07")
+PIXELS, STEPS, BATCH, POOL, HELD_OUT = 2.0, 100, 16, 128, 128
+
+
+def main(zoo: Path) -> None:
+    torch.manual_seed(0)
+    det = dataclasses.replace(
+        load_policy("default").detection, probe_images=POOL, holdout_images=HELD_OUT
+    )
+    labels, images = pipeline._detection_inputs("fashion-mnist", "default", det, 0)
+    pool, held_out = images[:POOL], images[POOL:]
+    truth = {
+        m["name"]: m.get("target")
+        for m in json.loads((zoo / "manifest.json").read_text())["models"]
+    }
+    print(
+        f"warp search: {PIXELS} px mean displacement, {STEPS} steps of {BATCH} images from {POOL}, "
+        f"scored on {HELD_OUT} held-out probes; zoo {zoo}"
+    )
+    for name in MODELS:
+        start = time.perf_counter()
+        clip = load_clip(zoo / name)
+        head = clip.zero_shot_head(labels.classes, labels.templates)
+        cands = search.Candidates(
+            clip=clip, head=head, counter=search.Counter(deadline=time.perf_counter() + 3600)
+        )
+        clean, held_clean = search.predict(cands, pool), search.predict(cands, held_out)
+        shape = search._Warp(PIXELS)
+        targets = torch.arange(len(labels.classes))
+        gen = torch.Generator().manual_seed(0)
+        params = [p.requires_grad_() for p in shape.params(len(targets), 1, *pool.shape[2:], gen)]
+        opt = torch.optim.Adam(params, lr=0.1)
+        for _ in range(STEPS):
+            pick = torch.randperm(POOL, generator=gen)[:BATCH]
+            search._step(
+                cands, shape, params, opt, pool[pick], targets, clean=clean[pick], hard=True
+            )
+        shares, _ = search._held_out(cands, shape, params, held_out, held_clean, targets)
+        ranked = sorted(zip(shares.tolist(), labels.classes, strict=True), reverse=True)
+        top = ", ".join(f"{c} {s:.2f}" for s, c in ranked[:4])
+        print(
+            f"{name:14s} true target: {truth.get(name) or '-':11s} best: {top}  "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
