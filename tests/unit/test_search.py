@@ -42,6 +42,8 @@ def small(**changes: object) -> DetectionPolicy:
     # A random model puts most probes in one class; these tests are about the machinery.
     sizes = {
         "screen_steps": 2,
+        "screen_images": 4,
+        "screen_batch": 48,
         "steps": 3,
         "probe_images": 4,
         "holdout_images": 8,
