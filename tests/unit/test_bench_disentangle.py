@@ -35,6 +35,21 @@ def zoo(name: str, tower: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"zoo": name, "tower": tower, "models": rows, "summary": _summary(rows)}
 
 
+def page(answer: dict[str, Any] | None) -> str:
+    """The page with no grids, only the answer section."""
+    return markdown(
+        {
+            "command": "c",
+            "hubscan": "0",
+            "policy": "default",
+            "coefs": [0.0],
+            "images": 1,
+            "zoos": [],
+            "removal": answer,
+        }
+    )
+
+
 def test_answer_counts_removal_within_the_floor_and_names_the_winning_variant(
     tmp_path: Path,
 ) -> None:
@@ -60,22 +75,12 @@ def test_answer_counts_removal_within_the_floor_and_names_the_winning_variant(
     assert a["methods"]["oracle"]["removed"] == 2 and "clean-ft" not in a["methods"]
     assert b["methods"]["tbar-known-paper"]["removed"] == 0
     assert a["winner"] == b["winner"] == "contrast"
-    page = markdown(
-        {
-            "command": "hubscan bench disentanglement --zoo a --zoo b",
-            "hubscan": "0",
-            "policy": "default",
-            "coefs": [-1.0, 0.0, 1.0],
-            "images": 10,
-            "zoos": [],
-            "removal": answer,
-        }
-    )
-    assert "| tbar-known-contrast | 1/2 (mean attack success after " in page
+    text = page(answer)
+    assert "| tbar-known-contrast | 1/2 (mean attack success after " in text
     assert (
-        "- `a` (vit): removed within the floor by `contrast` 1/2, `paper` 0/2, `oracle` 2/2" in page
+        "- `a` (vit): removed within the floor by `contrast` 1/2, `paper` 0/2, `oracle` 2/2" in text
     )
-    assert "is `contrast` in every zoo, which is `hubscan patch`'s default (`contrast`)" in page
+    assert "is `contrast` in every zoo, which is `hubscan patch`'s default (`contrast`)" in text
 
 
 def test_when_the_zoos_disagree_the_page_gives_totals_and_where_the_default_wins(
@@ -89,35 +94,13 @@ def test_when_the_zoos_disagree_the_page_gives_totals_and_where_the_default_wins
     )
     answer = removal_answer(tmp_path / "unlearning.json", load_policy("default"))
     assert answer is not None
-    page = markdown(
-        {
-            "command": "c",
-            "hubscan": "0",
-            "policy": "default",
-            "coefs": [0.0],
-            "images": 1,
-            "zoos": [],
-            "removal": answer,
-        }
-    )
     assert (
         "- The winning variant differs between zoos: `contrast` on `a` (vit), `paper` on `b` "
         "(tiny). Over all 3 models: `contrast` 2/3, `paper` 1/3. `hubscan patch`'s default "
-        "(`contrast`) wins on `a`." in page
+        "(`contrast`) wins on `a`." in page(answer)
     )
 
 
 def test_without_an_unlearning_result_the_page_says_what_to_run(tmp_path: Path) -> None:
     assert removal_answer(tmp_path / "unlearning.json", load_policy("default")) is None
-    page = markdown(
-        {
-            "command": "c",
-            "hubscan": "0",
-            "policy": "default",
-            "coefs": [0.0],
-            "images": 1,
-            "zoos": [],
-            "removal": None,
-        }
-    )
-    assert "run `hubscan bench unlearning` first" in page
+    assert "run `hubscan bench unlearning` first" in page(None)
