@@ -46,6 +46,16 @@ class KnownSetup:
     test: torch.Tensor  # the split nothing is chosen on
     test_labels: torch.Tensor
 
+    def measure(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """Clean accuracy and the known trigger's attack success of the tower as it is now."""
+        from hubscan.metrics import attack_success, clean_accuracy
+
+        t = self.task
+        return (
+            clean_accuracy(self.clip, x, y, self.head),
+            attack_success(self.clip, x, y, self.head, t.stamp, t.target),
+        )
+
 
 def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
     from hubscan import unlearn
@@ -84,21 +94,16 @@ def baseline(
     """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
     many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
     from hubscan import unlearn
-    from hubscan.metrics import attack_success, clean_accuracy
 
     if tick is not None:
         tick(f"{m['name']}: {name}")
     start = time.perf_counter()
     known = known_setup(root, m, policy)
     clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
-    stamp, target = task.stamp, task.target
-
-    def measure(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        return clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
-
+    measure = known.measure
     ca0, asr0 = measure(known.test, known.test_labels)
     ca_val0 = measure(task.val, task.val_labels)[0]
-    images = task.tune if name == "clean-ft" else stamp(task.tune)
+    images = task.tune if name == "clean-ft" else task.stamp(task.tune)
     tried: list[dict[str, Any]] = []
     for lr in BASELINE_LRS:
         pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
@@ -130,28 +135,25 @@ def oracle(
 ) -> dict[str, Any]:
     """θ_b − α·(θ_b − θ_base), α by TBAR's rule on val, measured on test (same splits)."""
     from hubscan import unlearn
-    from hubscan.metrics import attack_success, clean_accuracy
     from hubscan.model import load_clip
 
     if tick is not None:
         tick(f"{m['name']}: oracle")
     start = time.perf_counter()
     known = known_setup(root, m, policy)
-    clip, head, task = known.clip, known.head, known.task
-    stamp, target, un = task.stamp, task.target, policy.unlearning
+    clip = known.clip
     theta_b, theta_0 = unlearn.tower_params(clip), unlearn.tower_params(load_clip(base))
     tau = {k: theta_b[k] - theta_0[k] for k in theta_b}
-    x, y = known.test, known.test_labels
-    ca0, asr0 = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
+    ca0, asr0 = known.measure(known.test, known.test_labels)
     try:
-        removed = unlearn.remove(clip, task, un, tau=tau)
+        removed = unlearn.remove(clip, known.task, policy.unlearning, tau=tau)
     except NotRemediated as err:
         curve = [list(t) for t in err.trials]
         seconds = round(time.perf_counter() - start, 2)
         return {"status": "no coefficient within the floor", "seconds": seconds, "curve": curve}
     coef = removed.patch.coef
     with unlearn.tower_at(clip, {k: theta_b[k] - coef * tau[k] for k in theta_b}):
-        ca, asr = clean_accuracy(clip, x, y, head), attack_success(clip, x, y, head, stamp, target)
+        ca, asr = known.measure(known.test, known.test_labels)
     return {
         "status": "within floor",
         "seconds": round(time.perf_counter() - start, 2),
