@@ -78,6 +78,7 @@ class DetectionPolicy:
     screen_images: int
     screen_batch: int
     screen_steps: int
+    anneal: float  # the first screening round starts at this multiple of each budget
     keep: int
     probe_images: int
     holdout_images: int

@@ -188,6 +188,7 @@ SCHEMA: dict[str, Any] = {
         "screen_images": _int(1, 10_000),
         "screen_batch": _int(1, 1_000_000),
         "screen_steps": _int(2, 10_000),
+        "anneal": _float(1.0, 100.0),
         "keep": _int(1, 1_000),
         "probe_images": _int(1, 100_000),
         "holdout_images": _int(8, 100_000),

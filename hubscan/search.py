@@ -66,6 +66,7 @@ class _Shape(Protocol):
     ) -> list[torch.Tensor]: ...
     def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor: ...
     def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger: ...
+    def scaled(self, factor: float) -> _Shape: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,9 @@ class _Patch:
         mask = self._mask(params[0][i : i + 1])[0, 0].detach()
         return InvertedTrigger("in-memory", mask, torch.sigmoid(params[1][i]).detach())
 
+    def scaled(self, factor: float) -> _Patch:
+        return _Patch(self.area * factor)
+
 
 @dataclass(frozen=True, slots=True)
 class _Blend:
@@ -106,6 +110,9 @@ class _Blend:
 
     def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
         return AdditiveTrigger("in-memory", (self.linf * torch.tanh(params[0][i])).detach())
+
+    def scaled(self, factor: float) -> _Blend:
+        return _Blend(self.linf * factor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +136,9 @@ class _Warp:
 
     def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
         return FlowTrigger("in-memory", self._flow(params[0][i : i + 1], h, w)[0].detach())
+
+    def scaled(self, factor: float) -> _Warp:
+        return _Warp(self.pixels * factor)
 
 
 def shape_of(family: str, policy: DetectionPolicy) -> _Shape:
@@ -184,7 +194,16 @@ def search_family(
     planned = rounds(k, policy)
     for done in range(1, planned + 1):
         params, success, hit = _screen(
-            cands, shape, family, params, optimize, targets, clean, policy, generator
+            cands,
+            shape,
+            family,
+            params,
+            optimize,
+            targets,
+            clean,
+            policy,
+            generator,
+            anneal=policy.anneal if done == 1 else 1.0,
         )
         first = success[:k] if first is None else first
         keep = policy.keep if hit else max(policy.keep, -(-len(targets) // 2))
@@ -225,28 +244,48 @@ def _screen(
     clean: torch.Tensor,
     policy: DetectionPolicy,
     generator: torch.Generator,
+    *,
+    anneal: float,
 ) -> tuple[list[torch.Tensor], torch.Tensor, bool]:
     """One round: every candidate, a few fresh images per step. Returns the parameters, each
-    candidate's mean success over the round's later half, and whether one has already won."""
+    candidate's mean success over the round's later half, and whether one has already won.
+
+    With `anneal` > 1 the budget starts at that multiple and shrinks geometrically to the
+    policy's over the round's first half (Neural Cleanse's shrinking mask, as a schedule): a
+    small trigger is hard to find from a diffuse start, where each pixel's gradient is weak (a
+    corner patch on a CNN tower took 70+ steps), while a large one reaches the target at once
+    and then has to keep it as it shrinks. The later half, which ranks the candidates, and any
+    early stop see only the policy's budget."""
     params = [p.detach().clone().requires_grad_() for p in params]
     opt = torch.optim.Adam(params, lr=_LRS[family])
     success = torch.zeros(len(targets))
     # A step costs about the same whatever the number of candidates: with many (a large label
     # set) each sees fewer images, down to one, until halving has thinned them out.
     per_candidate = max(1, min(policy.screen_images, policy.screen_batch // len(targets)))
-    later = policy.screen_steps - policy.screen_steps // 2
+    half = policy.screen_steps // 2
+    later = policy.screen_steps - half
     recent: list[torch.Tensor] = []
-    for step in range(policy.screen_steps):
+    for step, factor in enumerate(budget_schedule(anneal, policy.screen_steps)):
         pick = torch.randint(len(optimize), (per_candidate,), generator=generator)
-        probs = _step(cands, shape, params, opt, optimize[pick], targets, clean=clean[pick])
+        now = shape.scaled(factor) if factor > 1 else shape
+        probs = _step(cands, now, params, opt, optimize[pick], targets, clean=clean[pick])
         _tick(cands)
-        if step >= policy.screen_steps // 2:  # the later half: where the candidates have moved
+        if step >= half:  # the later half: where the candidates have moved
             success += probs / later
+        if factor > 1:
+            continue
         recent = [*recent[-(_STREAK - 1) :], probs]
         if (won := sustained(recent, policy.success_share)) is not None:
             _tick(cands, policy.screen_steps - step - 1)
             return [p.detach() for p in params], won, True
     return [p.detach() for p in params], success, False
+
+
+def budget_schedule(anneal: float, steps: int) -> list[float]:
+    """The budget's multiple at each step of a screening round: `anneal` shrinking
+    geometrically to 1 over the first half, then 1."""
+    half = steps // 2
+    return [anneal ** (1 - step / half) if step < half else 1.0 for step in range(steps)]
 
 
 def sustained(recent: list[torch.Tensor], share: float) -> torch.Tensor | None:

@@ -4,6 +4,7 @@ stops. Whether it finds real backdoors is tested on the zoo (integration/test_cl
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 
 import pytest
@@ -18,6 +19,7 @@ from hubscan.records import Verdict
 from hubscan.search import (
     Candidates,
     Counter,
+    budget_schedule,
     planned_steps,
     predict,
     rounds,
@@ -69,6 +71,14 @@ def test_the_screen_stops_early_only_after_a_candidate_succeeds_several_steps_in
     assert sustained([steady, lucky, steady], 0.95) is None  # a different winner each step
     won = sustained([lucky, steady, steady, steady], 0.95)
     assert won is not None and won.tolist() == pytest.approx([0.2, 0.97])
+
+
+def test_the_first_round_shrinks_the_budget_to_the_policys_by_the_ranked_half() -> None:
+    factors = budget_schedule(8.0, 24)
+    assert factors[0] == 8.0
+    assert all(a > b for a, b in itertools.pairwise(factors[:12]))
+    assert factors[12:] == [1.0] * 12
+    assert budget_schedule(1.0, 6) == [1.0] * 6
 
 
 def test_planned_steps_counts_every_round_and_the_refinement() -> None:
