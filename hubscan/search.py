@@ -1,9 +1,10 @@
 """The optimizer behind invert.py: many candidate triggers of one shape, optimized in one batch.
 
 Owns the three parametrizations (patch, blend, warp), each projected onto its budget at every
-step; the screen (every candidate, a few images per step, a few steps) and the refinement (the
-survivors, more images, more steps, early stop); the held-out score; and the pass counter that
-enforces the time budget. Must not decide verdicts (invert.py) or touch files.
+step; the screen (every candidate, a few images per step, a few steps; the first round's budget
+annealed from a multiple down to the policy's) and the refinement (the survivors, more images,
+more steps, early stop); the held-out score; and the pass counter that enforces the time budget.
+Must not decide verdicts (invert.py) or touch files.
 """
 
 from __future__ import annotations
