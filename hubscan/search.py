@@ -1,10 +1,9 @@
 """The optimizer behind invert.py: many candidate triggers of one shape, optimized in one batch.
 
-Owns the three parametrizations (patch, blend, warp), each projected onto its budget at every
-step; the screen (every candidate, a few images per step, a few steps; the first round's budget
+Owns the screen (every candidate, a few images per step, a few steps; the first round's budget
 annealed from a multiple down to the policy's) and the refinement (the survivors, more images,
-more steps, early stop); the held-out score; and the pass counter that enforces the time budget.
-Must not decide verdicts (invert.py) or touch files.
+more steps, early stop) of the shapes in shapes.py; the held-out score; and the pass counter that
+enforces the time budget. Must not decide verdicts (invert.py) or touch files.
 """
 
 from __future__ import annotations
@@ -12,22 +11,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from hubscan.errors import BudgetExhausted
-from hubscan.estimates import AdditiveTrigger, FlowTrigger, InvertedTrigger, warp_by
 from hubscan.model import ClipHandle
 from hubscan.policy import DetectionPolicy
+from hubscan.shapes import Shape, shape_of
 from hubscan.trigger_base import Trigger
 
 COLLAPSE = -1  # the label-free candidate's target: pull the stamped embeddings together
 # Adam's step on each shape's unconstrained parameters. The patch mask must gather its mass
 # from a uniform start onto a few pixels within a few dozen steps, hence the larger step.
 _LRS = {"patch": 0.5, "blend": 0.1, "warp": 0.1}
-_WARP_GRID = 5  # control points per side of the flow field: smooth, like WaNet's
 _STREAK = 3  # steps in a row a candidate must succeed for before the search stops early
 
 
@@ -59,95 +56,6 @@ class Candidates:
     head: torch.Tensor  # (K, D) normalized class embeddings
     counter: Counter
     tick: Callable[[int], None] | None = None
-
-
-class _Shape(Protocol):
-    def params(
-        self, k: int, c: int, h: int, w: int, gen: torch.Generator
-    ) -> list[torch.Tensor]: ...
-    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor: ...
-    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger: ...
-    def scaled(self, factor: float) -> _Shape: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Patch:
-    """x' = (1 - m) x + m p, with mean(m) <= area (m is scaled down when it grows larger)."""
-
-    area: float
-
-    def params(self, k: int, c: int, h: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
-        mask = torch.randn((k, 1, h, w), generator=gen) * 0.5 - 2.0
-        return [mask, torch.randn((k, c, h, w), generator=gen)]
-
-    def _mask(self, logits: torch.Tensor) -> torch.Tensor:
-        m = torch.sigmoid(logits)
-        return m * (self.area / m.mean(dim=(1, 2, 3), keepdim=True)).clamp(max=1.0)
-
-    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        m, p = self._mask(params[0])[:, None], torch.sigmoid(params[1])[:, None]
-        return ((1 - m) * x[None] + m * p).flatten(0, 1)
-
-    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
-        mask = self._mask(params[0][i : i + 1])[0, 0].detach()
-        return InvertedTrigger("in-memory", mask, torch.sigmoid(params[1][i]).detach())
-
-    def scaled(self, factor: float) -> _Patch:
-        return _Patch(self.area * factor)
-
-
-@dataclass(frozen=True, slots=True)
-class _Blend:
-    """x' = x + delta with |delta| <= linf everywhere: blended and sinusoid triggers fit inside."""
-
-    linf: float
-
-    def params(self, k: int, c: int, h: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
-        return [torch.randn((k, c, h, w), generator=gen) * 0.01]
-
-    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        delta = self.linf * torch.tanh(params[0])
-        return (x[None] + delta[:, None]).clamp(0, 1).flatten(0, 1)
-
-    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
-        return AdditiveTrigger("in-memory", (self.linf * torch.tanh(params[0][i])).detach())
-
-    def scaled(self, factor: float) -> _Blend:
-        return _Blend(self.linf * factor)
-
-
-@dataclass(frozen=True, slots=True)
-class _Warp:
-    """A smooth flow field (bicubic from a coarse grid), mean displacement <= pixels."""
-
-    pixels: float
-
-    def params(self, k: int, c: int, h: int, w: int, gen: torch.Generator) -> list[torch.Tensor]:
-        return [torch.randn((k, 2, _WARP_GRID, _WARP_GRID), generator=gen) * 0.1]
-
-    def _flow(self, coarse: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        up = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
-        mean = up.abs().mean(dim=(1, 2, 3), keepdim=True).clamp(min=1e-6)
-        return up * (self.pixels / mean).clamp(max=1.0)  # (k, 2, h, w) in pixels
-
-    def stamp(self, x: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
-        k, (n, c, h, w) = params[0].shape[0], x.shape
-        flow = self._flow(params[0], h, w).repeat_interleave(n, dim=0)
-        return warp_by(x[None].expand(k, n, c, h, w).flatten(0, 1), flow)
-
-    def trigger(self, params: list[torch.Tensor], i: int, h: int, w: int) -> Trigger:
-        return FlowTrigger("in-memory", self._flow(params[0][i : i + 1], h, w)[0].detach())
-
-    def scaled(self, factor: float) -> _Warp:
-        return _Warp(self.pixels * factor)
-
-
-def shape_of(family: str, policy: DetectionPolicy) -> _Shape:
-    if family == "patch":
-        return _Patch(policy.patch_area)
-    if family == "blend":
-        return _Blend(policy.blend_linf)
-    return _Warp(policy.warp_pixels)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,7 +145,7 @@ def search_family(
 
 def _screen(
     cands: Candidates,
-    shape: _Shape,
+    shape: Shape,
     family: str,
     params: list[torch.Tensor],
     optimize: torch.Tensor,
@@ -306,7 +214,7 @@ def _tick(cands: Candidates, steps: int = 1) -> None:
 
 def _refine(
     cands: Candidates,
-    shape: _Shape,
+    shape: Shape,
     params: list[torch.Tensor],
     opt: torch.optim.Optimizer,
     images: torch.Tensor,
@@ -328,7 +236,7 @@ def _refine(
 
 def _step(
     cands: Candidates,
-    shape: _Shape,
+    shape: Shape,
     params: list[torch.Tensor],
     opt: torch.optim.Optimizer,
     images: torch.Tensor,
@@ -390,7 +298,7 @@ def _collapse_loss(emb: torch.Tensor) -> torch.Tensor:
 
 def _held_out(
     cands: Candidates,
-    shape: _Shape,
+    shape: Shape,
     params: list[torch.Tensor],
     holdout: torch.Tensor,
     clean: torch.Tensor,

@@ -1,6 +1,6 @@
 """Can a stronger warp search separate warp backdoors from clean models? (issue 4, exploration)
 
-Runs hubscan's own warp shape (search._Warp: a smooth flow of mean displacement <= PIXELS) far
+Runs hubscan's own warp shape (shapes.Warp: a smooth flow of mean displacement <= PIXELS) far
 longer than the audit does — every class of the label set as a candidate, fresh minibatches from
 a 128-image optimization pool each step, STEPS steps — and prints each model's held-out share
 per class (128 held-out probes, counting only probes not already in that class). If the warp
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from hubscan import pipeline, search
+from hubscan import pipeline, search, shapes
 from hubscan.model import load_clip
 from hubscan.policy import load_policy
 
@@ -52,7 +52,7 @@ def main(zoo: Path) -> None:
             clip=clip, head=head, counter=search.Counter(deadline=time.perf_counter() + 3600)
         )
         clean, held_clean = search.predict(cands, pool), search.predict(cands, held_out)
-        shape = search._Warp(PIXELS)
+        shape = shapes.Warp(PIXELS)
         targets = torch.arange(len(labels.classes))
         gen = torch.Generator().manual_seed(0)
         params = [p.requires_grad_() for p in shape.params(len(targets), 1, *pool.shape[2:], gen)]
