@@ -21,70 +21,41 @@ import time
 from pathlib import Path
 
 from hubscan import unlearn
+from hubscan.bench_references import known_setup
 from hubscan.errors import NotRemediated
-from hubscan.metrics import attack_success, clean_accuracy
-from hubscan.model import load_clip
+from hubscan.metrics import clean_accuracy
 from hubscan.policy import load_policy
-from hubscan.probes import load_labels, load_probes
-from hubscan.triggers import parse_trigger
 
 
 def main(zoo: Path, names: list[str], variant: str, rounds: int) -> None:
     manifest = {m["name"]: m for m in json.loads((zoo / "manifest.json").read_text())["models"]}
-    policy = dataclasses.replace(load_policy("default").unlearning, variant=variant)
-    labels = load_labels("fashion-mnist")
-    parts = load_probes("default", labels=labels, limit=policy.probe_images, seed=0).split(seed=0)
-    assert parts.tune.labels is not None and parts.val.labels is not None
-    assert parts.test.labels is not None
-    val, val_y, test, test_y = (
-        parts.val.images,
-        parts.val.labels,
-        parts.test.images,
-        parts.test.labels,
-    )
+    policy = load_policy("default")
+    un = dataclasses.replace(policy.unlearning, variant=variant)
     for name in names:
         start = time.perf_counter()
-        clip = load_clip(zoo / name)
-        head = clip.zero_shot_head(labels.classes, labels.templates)
-        trigger = parse_trigger(manifest[name]["trigger"])
-        target = labels.classes.index(manifest[name]["target"])
-        task = unlearn.Task(
-            stamp=trigger.apply,
-            trigger=manifest[name]["trigger"],
-            target=target,
-            target_name=manifest[name]["target"],
-            estimated=False,
-            head=head,
-            tune=parts.tune.images,
-            tune_labels=parts.tune.labels,
-            val=val,
-            val_labels=val_y,
-            labelled=True,
-        )
-        acc0, val0 = (
-            clean_accuracy(clip, test, test_y, head),
-            clean_accuracy(clip, val, val_y, head),
-        )
-        asr0 = attack_success(clip, test, test_y, head, trigger.apply, target)
+        known = known_setup(zoo / name, manifest[name], policy)  # the benchmark's splits
+        clip, task = known.clip, known.task
+        val, val_y = task.val, task.val_labels
+        acc0, asr0 = known.measure(known.test, known.test_labels)
+        val0 = clean_accuracy(clip, val, val_y, known.head)
         line = [f"{name:24s} before {acc0:.3f}/{asr0:.3f}"]
         for r in range(rounds):
-            floor = policy.clean_floor * val0 / clean_accuracy(clip, val, val_y, head)
+            floor = un.clean_floor * val0 / clean_accuracy(clip, val, val_y, known.head)
             try:
                 removal = unlearn.remove(
-                    clip, task, dataclasses.replace(policy, clean_floor=floor), seed=r
+                    clip, task, dataclasses.replace(un, clean_floor=floor), seed=r
                 )
             except NotRemediated:
                 line.append(f"round {r + 1}: no coefficient within the floor")
                 break
             clip.model.load_state_dict(removal.state)
-            kept = clean_accuracy(clip, test, test_y, head) / acc0
-            asr = attack_success(clip, test, test_y, head, trigger.apply, target)
+            acc, asr = known.measure(known.test, known.test_labels)
             line.append(
                 f"round {r + 1}: coef {removal.patch.coef:.3f}, val attack "
                 f"{removal.patch.chosen.attack_success:.3f}, "
-                f"test retention {kept:.3f} attack {asr:.3f}"
+                f"test retention {acc / acc0:.3f} attack {asr:.3f}"
             )
-            if removal.patch.chosen.attack_success <= policy.asr_tolerance:
+            if removal.patch.chosen.attack_success <= un.asr_tolerance:
                 break
         print("  ".join(line) + f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
