@@ -18,14 +18,20 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubscan import __version__
 from hubscan.atomic import file_sha256
 from hubscan.bench_cache import cached
 from hubscan.errors import UsageError
 from hubscan.model import WEIGHTS_NAME
-from hubscan.policy import Policy
+from hubscan.policy import Policy, UnlearningPolicy
+
+if TYPE_CHECKING:
+    import torch
+
+    from hubscan.model import ClipHandle
+    from hubscan.unlearn import Task
 
 # The paper's range (paper.md §5) in half steps: TBAR's chosen coefficients lie within 0.25-1.5.
 COEFS = tuple(c / 2 for c in range(-6, 7))
@@ -98,6 +104,15 @@ def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[st
     }
 
 
+def _vector(clip: ClipHandle, task: Task, un: UnlearningPolicy) -> dict[str, torch.Tensor]:
+    """The variant's trigger vector; `fisher`'s at its strongest damping (the patch chooses
+    among the dampings per model, a grid compares one vector per variant)."""
+    from hubscan import unlearn
+
+    tau = unlearn.trigger_vector(clip, task, un, seed=0, tick=None)
+    return unlearn.damped(clip, task, tau, un)[-1][1]
+
+
 def _measure(zoo: Path, m: dict[str, Any], policy: Policy) -> dict[str, Any]:
     import torch
 
@@ -113,9 +128,7 @@ def _measure(zoo: Path, m: dict[str, Any], policy: Policy) -> dict[str, Any]:
     theta_b = unlearn.tower_params(clip)
     base = unlearn.tower_params(load_clip(zoo / "base"))
     vectors = {
-        v: unlearn.trigger_vector(clip, task, dataclasses.replace(un, variant=v), seed=0, tick=None)
-        for v in VECTORS
-        if v != "oracle"
+        v: _vector(clip, task, dataclasses.replace(un, variant=v)) for v in VECTORS if v != "oracle"
     }
     vectors["oracle"] = {k: theta_b[k] - base[k] for k in theta_b}
     clean = known.test[:IMAGES]

@@ -218,6 +218,7 @@ def _tbar(
         "seconds": seconds,
         **_before_after(known),
         "coef": run.patch.coef,
+        "damping": run.patch.damping,
         "curve": trial_curve(run.patch),
         "reaudit": None if redetected is None else redetected.verdict.value,
         "removed_trigger": run.patch.trigger,

@@ -29,7 +29,7 @@ from hubscan.pipeline import (
 )
 from hubscan.pipeline import scan as scan_ref
 from hubscan.policy import Policy
-from hubscan.records import Release, ReleaseFile, RunReport, Timing, Verdict
+from hubscan.records import CoefTrial, Patch, Release, ReleaseFile, RunReport, Timing, Verdict
 
 if TYPE_CHECKING:
     import torch
@@ -197,6 +197,13 @@ def _detect(
     return run, found
 
 
+def _alpha_curves(patch: Patch) -> list[tuple[str, tuple[CoefTrial, ...]]]:
+    """One curve per damping tried (a single one names the variant only)."""
+    if len(patch.curves) == 1:
+        return [(patch.variant, patch.trials)]
+    return [(f"{patch.variant}, damping {lam:g}", trials) for lam, trials in patch.curves]
+
+
 def _remove(
     run: RunReport,
     inputs: _Inputs,
@@ -270,7 +277,7 @@ def _remove(
                 save_estimate(stage / TRIGGER_NAME, removal.trigger)
             render_trigger_png(removal.trigger, stage / "trigger.png", images=test[:STAMPED_IN_PNG])
             render_alpha_png(
-                [(removed.patch.variant, removed.patch.trials)],
+                _alpha_curves(removed.patch),
                 stage / "alpha.png",
                 title=f"TBAR on {snapshot.repo_id}: {task.trigger} -> {task.target_name}",
                 floor=round(removed.patch.clean_floor * removed.patch.reference.clean_accuracy, 4),

@@ -99,7 +99,7 @@ class UnlearningPolicy:
     """TBAR's budgets, coefficient grid and the bars the patch must pass (METHOD.md §4)."""
 
     variant: str  # contrast | fisher | paper | mixed (unlearn.py)
-    fisher_damping: float  # λ of the fisher variant: τ / (1 + λ·F/mean F)
+    fisher_dampings: tuple[float, ...]  # fisher: the λ tried, ascending (τ / (1 + λ·F/mean F))
     soft_trigger: bool  # stamp the tune images at a random strength
     steps: int  # AdamW steps per fine-tune
     batch: int

@@ -111,6 +111,20 @@ def _severity(value: Any, key: str, problems: list[str]) -> Any:
     return Severity.parse(value)
 
 
+def _dampings(value: Any, key: str, problems: list[str]) -> Any:
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1e6 for v in value
+        )
+    )
+    if not ok:
+        problems.append(f"{key}: expected a non-empty list of numbers in [0, 1e6]")
+        return (0.0,)
+    return tuple(sorted({float(v) for v in value}))
+
+
 def _globs(value: Any, key: str, problems: list[str]) -> Any:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         problems.append(f"{key}: expected a list of glob strings")
@@ -202,7 +216,7 @@ SCHEMA: dict[str, Any] = {
     },
     "unlearning": {
         "variant": _variant,
-        "fisher_damping": _float(0.0, 1e6),
+        "fisher_dampings": _dampings,
         "soft_trigger": _bool,
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),

@@ -211,6 +211,7 @@ class Patch:
     """TBAR's edit: which trigger vector, the coefficient chosen by rule, and every trial."""
 
     variant: str  # how the trigger vector was learned (policy `unlearning.variant`)
+    damping: float  # λ of the Fisher damping chosen with the coefficient (0: undamped)
     trigger: str  # the spec removed (a user's, or the audit's estimate)
     target: str
     estimated: bool  # True: the trigger came from the detector
@@ -219,7 +220,8 @@ class Patch:
     coef: float
     chosen: CoefTrial
     reference: CoefTrial  # coefficient 0: the audited model on the val split
-    trials: tuple[CoefTrial, ...]  # sorted by coefficient
+    trials: tuple[CoefTrial, ...]  # the chosen damping's, sorted by coefficient
+    curves: tuple[tuple[float, tuple[CoefTrial, ...]], ...]  # (damping, its trials), every one
     tune_images: int
     val_images: int
     steps: int

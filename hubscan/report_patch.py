@@ -73,7 +73,7 @@ def render_human(run: RunReport, console: Console) -> None:
         table.add_row(*row)
     console.print(table)
     console.print(
-        f"coefficient {patch.coef:g} ({patch.variant} vector, |tau| {patch.vector_norm:.2f}) "
+        f"coefficient {patch.coef:g} ({_vector(patch)}, |tau| {patch.vector_norm:.2f}) "
         f"chosen on the val split: lowest attack success with {kind} >= "
         f"{patch.clean_floor:g} x {patch.reference.clean_accuracy:.1%}; "
         f"{len(patch.trials) - 1} coefficients tried",
@@ -82,6 +82,13 @@ def render_human(run: RunReport, console: Console) -> None:
     console.print(_redetection(verification), highlight=False)
     if run.release is not None:
         console.print(f"release: [bold]{run.release.root}[/] ({len(run.release.files) + 1} files)")
+
+
+def _vector(patch: Patch) -> str:
+    if len(patch.curves) == 1:
+        return f"{patch.variant} vector"
+    tried = ", ".join(f"{lam:g}" for lam, _ in patch.curves)
+    return f"{patch.variant} vector, damping {patch.damping:g} of {tried}"
 
 
 def render_trials(trials: Sequence[tuple[float, float, float]], console: Console) -> None:
@@ -108,7 +115,7 @@ def render_markdown(run: RunReport) -> list[str]:
     ]
     lines += [
         "",
-        f"- TBAR ({patch.variant} trigger vector from {patch.tune_images} images, "
+        f"- TBAR ({_vector(patch)} from {patch.tune_images} images, "
         f"{patch.steps} steps), coefficient **{patch.coef:g}** chosen on {patch.val_images} "
         f"val images: the lowest attack success keeping {kind} >= {patch.clean_floor:g} x the "
         f"audited model's",

@@ -13,17 +13,21 @@ measured). hubscan's default `contrast` vector fixes both problems:
 - the trigger is stamped at a random strength (x + u·(T(x) − x), u ~ U(0, 1)), so the images
   are not all saturated and the loss still has gradient on the backdoor.
 
-`fisher` is the contrast vector damped where the clean task is sensitive: τ_i / (1 + λ·F_i / F̄),
-F the diagonal empirical Fisher of the clean tune images at θ_b (the mean squared gradient of
-their loss), F̄ its mean over the tower, λ = `fisher_damping`. Subtracting α·τ raises the clean
-loss by about ½·α²·Σ F_i τ_i², so damping the coordinates clean accuracy leans on lets α go
-further before the floor. `paper` (plain TBAR) and `mixed` (target-labelled triggered images plus
-clean pairs, minus a clean-only fine-tune) are kept for the benchmark.
+`fisher` (the default) is the contrast vector damped where the clean task is sensitive:
+τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean
+squared gradient of their loss), F̄ its mean over the tower. Subtracting α·τ raises the clean loss
+by about ½·α²·Σ F_i τ_i², so damping the coordinates clean accuracy leans on lets α go further
+before the floor. Which λ helps depends on the model (measured: on a blend backdoor λ = 10 takes
+attack success from 31 % to 6 % within the floor; on others λ > 0 only costs a larger α), so
+every λ of `fisher_dampings` is tried on the same fine-tunes and the damping is chosen on the val
+split with the coefficient. `paper` (plain TBAR) and `mixed` (target-labelled triggered images
+plus clean pairs, minus a clean-only fine-tune) are kept for the benchmark.
 
 θ(α) = θ_b − α·τ; α is the coefficient on the policy's grid, refined by halving steps, with the
 lowest attack success on the val split among those whose clean accuracy (agreement with θ_b when
-the probes have no labels) is at least κ of θ_b's; none qualifies → NotRemediated (exit 4)
-carrying the trial table.
+the probes have no labels) is at least κ of θ_b's — over every damping, the smallest damping
+within the tolerance of the lowest; none qualifies → NotRemediated (exit 4) carrying the
+undamped vector's trial table.
 
 Only the image tower's parameters are trained and edited; the text tower and the zero-shot head
 stay frozen. Must not load or save files, and must not judge the patch: verify.py does, on a
@@ -87,25 +91,21 @@ def remove(
     start = time.perf_counter()
     before = tower_params(clip)
     if tau is None:
-        tau = trigger_vector(clip, task, policy, seed=seed, tick=tick)
+        vectors = damped(
+            clip, task, trigger_vector(clip, task, policy, seed=seed, tick=tick), policy
+        )
     elif tau.keys() != before.keys():
         raise ValueError("a given trigger vector must cover exactly the image tower's parameters")
-    trials = _search(clip, task, policy, before, tau, tick)
-    reference = trials[0]  # α = 0: θ_b itself
-    floor = policy.clean_floor * reference.clean_accuracy
-    qualifying = [t for t in trials[1:] if t.clean_accuracy >= floor]
-    table = tuple(sorted(trials, key=lambda t: t.coef))
-    if not qualifying:
-        raise NotRemediated(
-            f"no coefficient keeps {_kind(task)} >= {policy.clean_floor:g} x "
-            f"{reference.clean_accuracy:.3f}; tried {len(trials) - 1}",
-            trials=tuple((t.coef, t.clean_accuracy, t.attack_success) for t in table),
-        )
-    chosen = choose(qualifying, policy.asr_tolerance)
+    else:
+        vectors = [(0.0, tau)]
+    curves = [(lam, _search(clip, task, policy, before, t, tick)) for lam, t in vectors]
+    index, chosen = _pick(curves, task, policy)
+    damping, tau = vectors[index]
     with _edited(clip, before, tau, chosen.coef):
         state = {k: v.detach().clone() for k, v in clip.model.state_dict().items()}
     patch = Patch(
         variant=policy.variant,
+        damping=damping,
         trigger=task.trigger,
         target=task.target_name,
         estimated=task.estimated,
@@ -113,8 +113,9 @@ def remove(
         clean_floor=policy.clean_floor,
         coef=chosen.coef,
         chosen=chosen,
-        reference=reference,
-        trials=table,
+        reference=curves[0][1][0],
+        trials=_by_coef(curves[index][1]),
+        curves=tuple((lam, _by_coef(trials)) for lam, trials in curves),
         tune_images=len(task.tune),
         val_images=len(task.val),
         steps=policy.steps,
@@ -132,7 +133,8 @@ def tower_params(clip: ClipHandle) -> State:
 def trigger_vector(
     clip: ClipHandle, task: Task, policy: UnlearningPolicy, *, seed: int, tick: Tick | None
 ) -> State:
-    """τ for the policy's variant (see the module docstring)."""
+    """τ for the policy's variant (see the module docstring), undamped: `fisher` learns the
+    contrast vector, which `damped` then damps."""
     x, y = task.tune, task.tune_labels
     gen = torch.Generator().manual_seed(seed)
     stamped = _soft_stamp(task.stamp, x, gen) if policy.soft_trigger else task.stamp(x)
@@ -146,12 +148,22 @@ def trigger_vector(
     both = torch.cat([stamped, x])
     toward = finetune(clip, task.head, both, torch.cat([to_target, y]), policy, seed, tick)
     away = finetune(clip, task.head, both, torch.cat([y, y]), policy, seed, tick)
-    tau = _minus(toward, away)
-    if policy.variant == "fisher":
-        fisher = clean_fisher(clip, task.head, x, y)
-        mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
-        tau = {k: t / (1 + policy.fisher_damping * fisher[k] / mean) for k, t in tau.items()}
-    return tau
+    return _minus(toward, away)
+
+
+def damped(
+    clip: ClipHandle, task: Task, tau: State, policy: UnlearningPolicy
+) -> list[tuple[float, State]]:
+    """(λ, τ / (1 + λ·F/F̄)) for each of the `fisher` variant's dampings, ascending; any other
+    variant: (0, τ) alone."""
+    if policy.variant != "fisher":
+        return [(0.0, tau)]
+    fisher = clean_fisher(clip, task.head, task.tune, task.tune_labels)
+    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+    return [
+        (lam, {k: t / (1 + lam * fisher[k] / mean) for k, t in tau.items()})
+        for lam in policy.fisher_dampings
+    ]
 
 
 def clean_fisher(
@@ -248,9 +260,11 @@ def finetune(
 
 
 def planned_steps(policy: UnlearningPolicy) -> int:
-    """Fine-tune steps + coefficient trials, for a progress bar."""
+    """Fine-tune steps + coefficient trials (at most), for a progress bar."""
     runs = 1 if policy.variant == "paper" else 2
-    return runs * policy.steps + len(coefficient_grid(policy)) + 2 * policy.refine + 1
+    searches = len(policy.fisher_dampings) if policy.variant == "fisher" else 1
+    trials = len(coefficient_grid(policy)) + 2 * policy.refine + 1
+    return runs * policy.steps + searches * trials
 
 
 def coefficient_grid(policy: UnlearningPolicy) -> tuple[float, ...]:
@@ -298,11 +312,45 @@ def _search(
     return trials
 
 
-def choose(qualifying: list[CoefTrial], tolerance: float) -> CoefTrial:
-    """The smallest edit whose attack success is within `tolerance` of the lowest: a larger
-    coefficient buys nothing measurable on val and moves the weights further from θ_b (more
-    clean accuracy lost, and a model more open to other triggers)."""
-    lowest = min(t.attack_success for t in qualifying)
+def _pick(
+    curves: list[tuple[float, list[CoefTrial]]], task: Task, policy: UnlearningPolicy
+) -> tuple[int, CoefTrial]:
+    """The coefficient rule over every damping's trials: (which damping, its trial). The lowest
+    attack success within the floor, at the smallest damping that comes within the tolerance of
+    it; NotRemediated with the undamped vector's table when nothing keeps the floor."""
+    reference = curves[0][1][0]  # α = 0: θ_b itself
+    floor = policy.clean_floor * reference.clean_accuracy
+    qualifying = [[t for t in trials[1:] if t.clean_accuracy >= floor] for _, trials in curves]
+    if not any(qualifying):
+        table = _by_coef(curves[0][1])
+        raise NotRemediated(
+            f"no coefficient keeps {_kind(task)} >= {policy.clean_floor:g} x "
+            f"{reference.clean_accuracy:.3f}; tried {len(table) - 1}"
+            + (f" at each of {len(curves)} dampings" if len(curves) > 1 else ""),
+            trials=tuple((t.coef, t.clean_accuracy, t.attack_success) for t in table),
+        )
+    lowest = min(t.attack_success for ok in qualifying for t in ok)
+    index = next(
+        i
+        for i, ok in enumerate(qualifying)
+        if any(t.attack_success <= lowest + policy.asr_tolerance for t in ok)
+    )
+    return index, choose(qualifying[index], policy.asr_tolerance, lowest=lowest)
+
+
+def _by_coef(trials: list[CoefTrial]) -> tuple[CoefTrial, ...]:
+    return tuple(sorted(trials, key=lambda t: t.coef))
+
+
+def choose(
+    qualifying: list[CoefTrial], tolerance: float, *, lowest: float | None = None
+) -> CoefTrial:
+    """The smallest edit whose attack success is within `tolerance` of the lowest (of these
+    trials, or `lowest` found elsewhere): a larger coefficient buys nothing measurable on val and
+    moves the weights further from θ_b (more clean accuracy lost, and a model more open to other
+    triggers)."""
+    if lowest is None:
+        lowest = min(t.attack_success for t in qualifying)
     return min(
         (t for t in qualifying if t.attack_success <= lowest + tolerance), key=lambda t: t.coef
     )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 from hubscan.bench_disentangle import markdown, removal_answer
 from hubscan.bench_unlearning import _summary
-from hubscan.policy import load_policy
+from hubscan.policy import Policy, load_policy
 
 
 def after(ca: float, asr: float, status: str = "released") -> dict[str, Any]:
@@ -19,6 +20,12 @@ def after(ca: float, asr: float, status: str = "released") -> dict[str, Any]:
         "ca_after": ca,
         "asr_after": asr,
     }
+
+
+def contrast_default() -> Policy:
+    """The answer names the default variant; these pages are written with `contrast` as it."""
+    p = load_policy("default")
+    return dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, variant="contrast"))
 
 
 def row(name: str, contrast: dict[str, Any], paper: dict[str, Any]) -> dict[str, Any]:
@@ -68,7 +75,7 @@ def test_answer_counts_removal_within_the_floor_and_names_the_winning_variant(
             }
         )
     )
-    answer = removal_answer(tmp_path / "unlearning.json", load_policy("default"))
+    answer = removal_answer(tmp_path / "unlearning.json", contrast_default())
     assert answer is not None
     a, b = answer["zoos"]
     assert a["methods"]["tbar-known-contrast"]["removed"] == 1
@@ -92,7 +99,7 @@ def test_when_the_zoos_disagree_the_page_gives_totals_and_where_the_default_wins
     (tmp_path / "unlearning.json").write_text(
         json.dumps({"command": "c", "zoos": [zoo("a", "vit", rows_a), zoo("b", "tiny", rows_b)]})
     )
-    answer = removal_answer(tmp_path / "unlearning.json", load_policy("default"))
+    answer = removal_answer(tmp_path / "unlearning.json", contrast_default())
     assert answer is not None
     assert (
         "- The winning variant differs between zoos: `contrast` on `a` (vit), `paper` on `b` "
@@ -102,5 +109,5 @@ def test_when_the_zoos_disagree_the_page_gives_totals_and_where_the_default_wins
 
 
 def test_without_an_unlearning_result_the_page_says_what_to_run(tmp_path: Path) -> None:
-    assert removal_answer(tmp_path / "unlearning.json", load_policy("default")) is None
+    assert removal_answer(tmp_path / "unlearning.json", contrast_default()) is None
     assert "run `hubscan bench unlearning` first" in page(None)

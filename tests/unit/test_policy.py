@@ -167,3 +167,27 @@ def test_wheel_bundles_the_policies(tmp_path: Path) -> None:
     for policy in ("default", "strict", "permissive"):
         assert f"hubscan/policies/{policy}.toml" in names
     assert "hubscan/examples/tiny-clip/open_clip_model.safetensors" in names
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("[]", "expected a non-empty list"),
+        ("[-1]", "expected a non-empty list"),
+        ('["10"]', "expected a non-empty list"),
+    ],
+)
+def test_fisher_dampings_must_be_a_non_empty_list_of_non_negative_numbers(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    text = f'schema = 1\nextends = "default"\nname = "x"\n[unlearning]\nfisher_dampings = {value}\n'
+    with pytest.raises(PolicyError, match=f"unlearning.fisher_dampings: {problem}"):
+        load_policy(write(tmp_path, text))
+
+
+def test_fisher_dampings_are_sorted_and_deduplicated(tmp_path: Path) -> None:
+    text = (
+        'schema = 1\nextends = "default"\nname = "x"\n'
+        "[unlearning]\nfisher_dampings = [10, 0, 3, 10]\n"
+    )
+    assert load_policy(write(tmp_path, text)).unlearning.fisher_dampings == (0.0, 3.0, 10.0)

@@ -69,7 +69,7 @@ def test_remove_leaves_the_audited_model_as_it_was(quick_zoo: Path) -> None:
     )
     removal = unlearn.remove(fresh, task(fresh), cheap)
     assert removal.patch.coef > 0 and removal.patch.vector_norm > 0
-    assert removal.patch.variant == "contrast" and removal.patch.accuracy_kind == "clean accuracy"
+    assert removal.patch.variant == "fisher" and removal.patch.accuracy_kind == "clean accuracy"
     after = fresh.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert flags == {k: p.requires_grad for k, p in fresh.model.named_parameters()}
@@ -87,25 +87,22 @@ def test_every_variant_learns_a_vector_of_the_image_tower_only(
     assert any(bool(t.abs().sum() > 0) for t in tau.values())
 
 
-def test_the_fisher_vector_is_the_contrast_vector_damped_where_clean_accuracy_is_sensitive(
+def test_fisher_damps_the_contrast_vector_where_clean_accuracy_is_sensitive(
     clip: ClipHandle, policy: UnlearningPolicy
 ) -> None:
     t = task(clip)
+    pol = dataclasses.replace(policy, steps=3, variant="fisher", fisher_dampings=(0.0, 10.0))
     contrast = unlearn.trigger_vector(
-        clip, t, dataclasses.replace(policy, steps=3), seed=0, tick=None
+        clip, t, dataclasses.replace(pol, variant="contrast"), seed=0, tick=None
     )
     flags = {k: p.requires_grad for k, p in clip.model.named_parameters()}
     fisher = unlearn.clean_fisher(clip, t.head, t.tune, t.tune_labels)
     assert flags == {k: p.requires_grad for k, p in clip.model.named_parameters()}
     assert all(bool((f >= 0).all()) for f in fisher.values())
 
-    def damped(lam: float) -> dict[str, torch.Tensor]:
-        pol = dataclasses.replace(policy, steps=3, variant="fisher", fisher_damping=lam)
-        return unlearn.trigger_vector(clip, t, pol, seed=0, tick=None)
-
-    undamped = damped(0.0)
+    (lam0, undamped), (lam10, tau) = unlearn.damped(clip, t, contrast, pol)
+    assert (lam0, lam10) == (0.0, 10.0)
     assert all(torch.equal(undamped[k], contrast[k]) for k in contrast)
-    tau = damped(10.0)
     mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
     for k in contrast:
         assert torch.allclose(tau[k], contrast[k] / (1 + 10.0 * fisher[k] / mean))
@@ -115,6 +112,36 @@ def test_the_fisher_vector_is_the_contrast_vector_damped_where_clean_accuracy_is
     keep = torch.isfinite(ratio)
     top = flat_f[keep] >= flat_f[keep].quantile(0.99)
     assert float(ratio[keep][top].mean()) < float(ratio[keep][~top].mean())
+    # other variants are never damped
+    assert unlearn.damped(clip, t, contrast, dataclasses.replace(pol, variant="contrast")) == [
+        (0.0, contrast)
+    ]
+
+
+def test_the_damping_is_chosen_on_val_with_the_coefficient(
+    clip: ClipHandle, cheap: UnlearningPolicy
+) -> None:
+    pol = dataclasses.replace(cheap, variant="fisher", fisher_dampings=(0.0, 10.0))
+    patch = unlearn.remove(clip, task(clip), pol).patch
+    assert [lam for lam, _ in patch.curves] == [0.0, 10.0]
+    assert patch.damping in (0.0, 10.0)
+    trials = dict(patch.curves)[patch.damping]
+    assert patch.trials == trials and patch.chosen in trials
+    floor = pol.clean_floor * patch.reference.clean_accuracy
+    lowest = min(
+        t.attack_success
+        for _, curve in patch.curves
+        for t in curve
+        if t.coef > 0 and t.clean_accuracy >= floor
+    )
+    assert patch.chosen.clean_accuracy >= floor
+    assert patch.chosen.attack_success <= lowest + pol.asr_tolerance
+    if patch.damping == 10.0:  # the undamped vector could not come within the tolerance
+        assert all(
+            t.attack_success > lowest + pol.asr_tolerance
+            for t in dict(patch.curves)[0.0]
+            if t.coef > 0 and t.clean_accuracy >= floor
+        )
 
 
 def test_no_coefficient_within_the_floor_raises_with_the_trial_table(
@@ -141,5 +168,8 @@ def test_unlabelled_probes_use_agreement_with_the_audited_model(
 def test_coefficient_grid_and_planned_steps_follow_the_policy(policy: UnlearningPolicy) -> None:
     pol = dataclasses.replace(policy, coef_step=0.5, coef_max=2.0, refine=1, steps=10)
     assert unlearn.coefficient_grid(pol) == (0.5, 1.0, 1.5, 2.0)
-    assert unlearn.planned_steps(pol) == 2 * 10 + 4 + 2 + 1
+    assert unlearn.planned_steps(dataclasses.replace(pol, variant="contrast")) == 2 * 10 + 4 + 2 + 1
     assert unlearn.planned_steps(dataclasses.replace(pol, variant="paper")) == 10 + 4 + 2 + 1
+    # fisher searches the coefficients once per damping
+    dampings = dataclasses.replace(pol, variant="fisher", fisher_dampings=(0.0, 3.0, 10.0))
+    assert unlearn.planned_steps(dampings) == 2 * 10 + 3 * (4 + 2 + 1)
