@@ -151,12 +151,14 @@ def _model_row(
 def settings_digest(policy: Policy, *, audits: bool) -> str:
     """What a measurement depends on in the policy: the removal settings (not the default
     variant: each method names its own), and for a method that audits (TBAR: the estimate, the
-    re-audit) detection and the gate too. A baseline or the oracle measured once stays valid
-    when only detection changes."""
-    unlearning = dataclasses.replace(policy.unlearning, variant="")
-    parts: list[object] = [unlearning]
+    re-audit) the vector's dampings, detection and the gate too. A baseline or the oracle
+    measured once stays valid when only detection or TBAR's vector settings change."""
+    removal = to_jsonable(dataclasses.replace(policy.unlearning, variant=""))
+    parts: list[object] = [removal]
     if audits:
         parts += [policy.fail_on, policy.detection]
+    else:
+        removal.pop("fisher_dampings")
     blob = json.dumps(to_jsonable(parts), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
