@@ -3,7 +3,7 @@
 The paper's trigger vector is τ = finetune(θ_b, triggered images → target) − θ_b. On a backdoor
 the model already obeys, that fine-tune has almost no gradient on the backdoor and mostly learns
 generic drift, so subtracting it costs clean accuracy before it removes anything (METHOD.md §4,
-measured). hubscan's default `contrast` vector fixes both problems:
+measured). hubscan's `contrast` vector (which the default, `fisher`, damps) fixes both problems:
 
 - two fine-tunes from θ_b on the same batches, the same images and the same seed, which differ
   only in the label of the triggered images: the target in one, the image's own class in the
@@ -17,8 +17,9 @@ measured). hubscan's default `contrast` vector fixes both problems:
 τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean
 squared gradient of their loss), F̄ its mean over the tower. Subtracting α·τ raises the clean loss
 by about ½·α²·Σ F_i τ_i², so damping the coordinates clean accuracy leans on lets α go further
-before the floor. Which λ helps depends on the model (measured: on a blend backdoor λ = 10 takes
-attack success from 31 % to 6 % within the floor; on others λ > 0 only costs a larger α), so
+before the floor. Which λ helps depends on the model (benchmarks/explore/fisher_dampings.txt: on
+a blend backdoor λ = 10 takes val attack success from 31 % to 6 % within the floor; on others
+λ > 0 only costs a larger α), so
 every λ of `fisher_dampings` is tried on the same fine-tunes and the damping is chosen on the val
 split with the coefficient. `paper` (plain TBAR) and `mixed` (target-labelled triggered images
 plus clean pairs, minus a clean-only fine-tune) are kept for the benchmark.
