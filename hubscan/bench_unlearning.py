@@ -76,6 +76,7 @@ def run_unlearning_bench(
                     "command": command,
                     "hubscan": __version__,
                     "policy": policy.name,
+                    "default_variant": policy.unlearning.variant,
                     "policy_sha256": policy.sha256,
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                     "complete": all(s["complete"] for s in sections),

@@ -15,7 +15,7 @@ from hubscan.records import CoefTrial
 
 _LABEL = {
     "tbar-known-contrast": "TBAR, known trigger, contrast vector",
-    "tbar-known-fisher": "TBAR, known trigger, Fisher-damped contrast vector",
+    "tbar-known-fisher": "TBAR, known trigger, contrast vector Fisher-damped (λ chosen on val)",
     "tbar-known-paper": "TBAR, known trigger, paper vector (fine-tune on triggered → target)",
     "tbar-known-mixed": "TBAR, known trigger, mixed vector (triggered + clean, minus clean)",
     "tbar-estimated": "TBAR, estimated trigger (audit's inversion; true trigger measured)",
@@ -34,21 +34,28 @@ _TOWER = {
 def figures(result: dict[str, Any], out: Path) -> dict[str, list[str]]:
     """Per zoo: one PNG per trigger family (default vector, known trigger: one curve per model)
     and one comparing the vectors on the zoo's first model. Returns zoo name -> file names."""
-    return {z["zoo"]: _zoo_figures(z, out) for z in result["zoos"]}
+    default = _default(result)
+    return {z["zoo"]: _zoo_figures(z, default, out) for z in result["zoos"]}
 
 
-def _zoo_figures(z: dict[str, Any], out: Path) -> list[str]:
+def _default(result: dict[str, Any]) -> str:
+    """The known-trigger method `hubscan patch` runs by default (results from before the
+    default was recorded: contrast, the default then)."""
+    return f"tbar-known-{result.get('default_variant', 'contrast')}"
+
+
+def _zoo_figures(z: dict[str, Any], default: str, out: Path) -> list[str]:
     names = []
     rows, tag = z["models"], z["tower"]
     for family in sorted({r["family"] for r in rows}):
         curves = [
-            (r["name"], _trials(r["methods"]["tbar-known-contrast"]))
+            (r["name"], _trials(r["methods"][default]))
             for r in rows
-            if r["family"] == family and "curve" in r["methods"]["tbar-known-contrast"]
+            if r["family"] == family and "curve" in r["methods"].get(default, {})
         ]
         if curves:
             name = f"unlearning-{tag}-alpha-{family}.png"
-            title = f"TBAR (contrast, known trigger), {tag}: {family}"
+            title = f"TBAR ({default.removeprefix('tbar-known-')}, known trigger), {tag}: {family}"
             render_alpha_png(curves, out / name, title=title)
             names.append(name)
     if rows:
@@ -92,7 +99,7 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
         "with the same settings and benchmark version.",
         "",
         *([] if result.get("complete", True) else [_PARTIAL, ""]),
-        "## Both zoos",
+        "## Summary",
         "",
         "| method | " + " | ".join(_zoo_title(z) for z in zoos) + " |",
         "|---|" + "---|" * len(zoos),
@@ -106,7 +113,7 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
         "Each cell: models patched, mean attack success after, mean retention.",
     ]
     for z in zoos:
-        lines += ["", *_zoo_section(z, figure_names.get(z["zoo"], []))]
+        lines += ["", *_zoo_section(z, _default(result), figure_names.get(z["zoo"], []))]
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +133,7 @@ def _summary_cell(by: dict[str, Any] | None) -> str:
     return f"{s['patched']}/{s['models']}, {_pct(s['mean_asr_after'])}, {_pct(s['mean_retention'])}"
 
 
-def _zoo_section(z: dict[str, Any], figure_names: list[str]) -> list[str]:
+def _zoo_section(z: dict[str, Any], default: str, figure_names: list[str]) -> list[str]:
     summary = z["summary"]
     lines = [
         f"## Zoo `{z['zoo']}`: {_TOWER.get(z['tower'], z['tower'])}",
@@ -167,16 +174,17 @@ def _zoo_section(z: dict[str, Any], figure_names: list[str]) -> list[str]:
             + " | ".join(cells)
             + " |"
         )
-    lines += ["", "Coefficient chosen (known trigger, contrast) and time per TBAR run:", ""]
+    variant = default.removeprefix("tbar-known-")
+    lines += ["", f"Coefficient chosen (known trigger, {variant}) and time per TBAR run:", ""]
     lines += [
-        "| model | coefficient | re-audit | seconds (patch incl. verify) |",
-        "|---|---|---|---|",
+        "| model | damping | coefficient | re-audit | seconds (patch incl. verify) |",
+        "|---|---|---|---|---|",
     ]
     for r in z["models"]:
-        res = r["methods"]["tbar-known-contrast"]
+        res = r["methods"].get(default, {})
         lines.append(
-            f"| {r['name']} | {res.get('coef', '—')} | {res.get('reaudit', '—')} | "
-            f"{res['seconds']} |"
+            f"| {r['name']} | {res.get('damping', '—')} | {res.get('coef', '—')} | "
+            f"{res.get('reaudit', '—')} | {res.get('seconds', '—')} |"
         )
     if figure_names:
         lines += ["", "### Coefficient curves", ""]

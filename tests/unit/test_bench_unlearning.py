@@ -204,3 +204,26 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
     d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, fisher_dampings=(1.0,)))
     assert settings_digest(p, audits=False) == settings_digest(d, audits=False)
     assert settings_digest(p, audits=True) != settings_digest(d, audits=True)
+
+
+def test_the_page_follows_the_default_variant_and_shows_its_damping(tmp_path: Path) -> None:
+    rows = [
+        dict(
+            r,
+            methods={"tbar-known-fisher": {**r["methods"]["tbar-known-contrast"], "damping": 3.0}},
+        )
+        for r in ROWS
+    ]
+    res = {
+        "command": "hubscan bench unlearning --zoo z",
+        "hubscan": "0",
+        "policy": "default",
+        "default_variant": "fisher",
+        "machine": {"cpus": 2},
+        "zoos": [{"zoo": "z", "tower": "vit", "models": rows, "summary": _summary(rows)}],
+    }
+    names = figures(res, tmp_path)
+    assert "unlearning-vit-alpha-patch.png" in names["z"]  # the fisher rows' curves
+    page = markdown(res, names)
+    assert "Coefficient chosen (known trigger, fisher)" in page
+    assert "| patch-a | 3.0 | 1.0 | pass | 30.0 |" in page
