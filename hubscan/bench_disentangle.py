@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from hubscan.model import ClipHandle
-    from hubscan.unlearn import Task
+    from hubscan.vector import Task
 
 # The paper's range (paper.md §5) in half steps: TBAR's chosen coefficients lie within 0.25-1.5.
 COEFS = tuple(c / 2 for c in range(-6, 7))
@@ -107,26 +107,26 @@ def _zoo_row(zoo: Path, model: str | None, policy: Policy, out: Path) -> dict[st
 def _vector(clip: ClipHandle, task: Task, un: UnlearningPolicy) -> dict[str, torch.Tensor]:
     """The variant's trigger vector; `fisher`'s at its strongest damping (the patch chooses
     among the dampings per model, a grid compares one vector per variant)."""
-    from hubscan import unlearn
+    from hubscan import vector
 
-    tau = unlearn.trigger_vector(clip, task, un, seed=0, tick=None)
-    return unlearn.damped(clip, task, tau, un)[-1][1]
+    tau = vector.trigger_vector(clip, task, un, seed=0, tick=None)
+    return list(vector.damped(clip, task, tau, un))[-1][1]
 
 
 def _measure(zoo: Path, m: dict[str, Any], policy: Policy) -> dict[str, Any]:
     import torch
 
-    from hubscan import disentangle, unlearn
+    from hubscan import disentangle, vector
     from hubscan.bench_references import known_setup
     from hubscan.model import load_clip
 
     start = time.perf_counter()
     known = known_setup(zoo / m["name"], m, policy)
     clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
-    tuned, begin = unlearn.finetune(clip, head, task.tune, task.tune_labels, un, 0, None)
+    tuned, begin = vector.finetune(clip, head, task.tune, task.tune_labels, un, 0, None)
     tau_c = {k: tuned[k] - begin[k] for k in begin}
-    theta_b = unlearn.tower_params(clip)
-    base = unlearn.tower_params(load_clip(zoo / "base"))
+    theta_b = vector.tower_params(clip)
+    base = vector.tower_params(load_clip(zoo / "base"))
     vectors = {
         v: _vector(clip, task, dataclasses.replace(un, variant=v)) for v in VECTORS if v != "oracle"
     }

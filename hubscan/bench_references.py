@@ -3,7 +3,7 @@ baselines and the oracle vector, on the probes and splits `hubscan patch` makes 
 
 Owns the known-trigger setup the benchmarks share (bench_unlearning.py, bench_disentangle.py):
 the zoo model, its zero-shot head, TBAR's task and the test split. Baselines fine-tune through
-unlearn.finetune, the oracle removes through unlearn.remove, so they differ from TBAR only in
+vector.finetune, the oracle removes through unlearn.remove, so they differ from TBAR only in
 what they learn. Must not go through pipeline_patch (TBAR's own rows do) or write anything.
 """
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
     from hubscan.model import ClipHandle
-    from hubscan.unlearn import Task
+    from hubscan.vector import Task
 
 Tick = Callable[[str], None]  # told "<model>: <method>" as each run starts
 LABELS = "fashion-mnist"
@@ -58,7 +58,7 @@ class KnownSetup:
 
 
 def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
-    from hubscan import unlearn
+    from hubscan import vector
     from hubscan.model import load_clip
     from hubscan.probes import load_labels, load_probes
     from hubscan.triggers import parse_trigger
@@ -70,7 +70,7 @@ def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
     parts = probes.split(seed=0)
     if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
         raise UsageError("the benchmark needs labelled probes")
-    task = unlearn.Task(
+    task = vector.Task(
         stamp=parse_trigger(m["trigger"]).apply,
         trigger=m["trigger"],
         target=labels.classes.index(m["target"]),
@@ -93,7 +93,7 @@ def baseline(
 ) -> dict[str, Any]:
     """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
     many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
-    from hubscan import unlearn
+    from hubscan import vector
 
     if tick is not None:
         tick(f"{m['name']}: {name}")
@@ -107,8 +107,8 @@ def baseline(
     tried: list[dict[str, Any]] = []
     for lr in BASELINE_LRS:
         pol = dataclasses.replace(un, lr=lr, steps=2 * un.steps)
-        tuned, _ = unlearn.finetune(clip, head, images, task.tune_labels, pol, 0, None)
-        with unlearn.tower_at(clip, tuned):
+        tuned, _ = vector.finetune(clip, head, images, task.tune_labels, pol, 0, None)
+        with vector.tower_at(clip, tuned):
             ca_val, asr_val = measure(task.val, task.val_labels)
             ca, asr = measure(known.test, known.test_labels)
         tried.append({"lr": lr, "val": [ca_val, asr_val], "test": [ca, asr]})
@@ -134,7 +134,7 @@ def oracle(
     root: Path, base: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
 ) -> dict[str, Any]:
     """θ_b − α·(θ_b − θ_base), α by TBAR's rule on val, measured on test (same splits)."""
-    from hubscan import unlearn
+    from hubscan import unlearn, vector
     from hubscan.model import load_clip
 
     if tick is not None:
@@ -142,7 +142,7 @@ def oracle(
     start = time.perf_counter()
     known = known_setup(root, m, policy)
     clip = known.clip
-    theta_b, theta_0 = unlearn.tower_params(clip), unlearn.tower_params(load_clip(base))
+    theta_b, theta_0 = vector.tower_params(clip), vector.tower_params(load_clip(base))
     tau = {k: theta_b[k] - theta_0[k] for k in theta_b}
     ca0, asr0 = known.measure(known.test, known.test_labels)
     try:
@@ -152,7 +152,7 @@ def oracle(
         seconds = round(time.perf_counter() - start, 2)
         return {"status": "no coefficient within the floor", "seconds": seconds, "curve": curve}
     coef = removed.patch.coef
-    with unlearn.tower_at(clip, {k: theta_b[k] - coef * tau[k] for k in theta_b}):
+    with vector.tower_at(clip, {k: theta_b[k] - coef * tau[k] for k in theta_b}):
         ca, asr = known.measure(known.test, known.test_labels)
     return {
         "status": "within floor",

@@ -12,7 +12,7 @@ accuracy and attack success of the true trigger on the test split before and aft
 - the oracle: the attack's own vector, the backdoored model minus the zoo's clean base (the
   image tower's parameters), through TBAR's coefficient rule: an upper bound for any estimate;
 plus the coefficient curves as figures. Must not change what it measures: TBAR goes through
-pipeline_patch.patch exactly as `hubscan patch` does, baselines through unlearn.finetune.
+pipeline_patch.patch exactly as `hubscan patch` does, baselines through vector.finetune.
 """
 
 from __future__ import annotations

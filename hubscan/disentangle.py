@@ -21,7 +21,7 @@ import torch
 
 from hubscan.metrics import predict
 from hubscan.model import ClipHandle
-from hubscan.unlearn import State, tower_at, tower_params
+from hubscan.vector import State, tower_at, tower_params
 
 Tick = Callable[[int], None]
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from hubscan.model import ClipHandle
     from hubscan.probes import LabelSet, ProbeSet
     from hubscan.trigger_base import Trigger
-    from hubscan.unlearn import Task
+    from hubscan.vector import Task
     from hubscan.verify import Check
 
 CARD_NAME = "README.md"
@@ -216,14 +216,14 @@ def _remove(
     progress: Progress | None,
     bars: Bars | None,
 ) -> RunReport:
-    from hubscan import release, unlearn, verify
+    from hubscan import release, unlearn, vector, verify
     from hubscan.estimates import save_estimate
     from hubscan.figures import render_alpha_png, render_trigger_png
     from hubscan.model import WEIGHTS_NAME
 
     classes = inputs.label_set.classes
     (tune, tune_y), (val, val_y), (test, test_y) = inputs.splits
-    task = unlearn.Task(
+    task = vector.Task(
         stamp=removal.trigger.apply,
         trigger=removal.spec,
         target=removal.target,

@@ -19,57 +19,37 @@ squared gradient of their loss), F̄ its mean over the tower. Subtracting α·τ
 by about ½·α²·Σ F_i τ_i², so damping the coordinates clean accuracy leans on lets α go further
 before the floor. Which λ helps depends on the model (benchmarks/explore/fisher_dampings.txt: on
 a blend backdoor λ = 10 takes val attack success from 31 % to 6 % within the floor; on others
-λ > 0 only costs a larger α), so
-every λ of `fisher_dampings` is tried on the same fine-tunes and the damping is chosen on the val
-split with the coefficient. `paper` (plain TBAR) and `mixed` (target-labelled triggered images
-plus clean pairs, minus a clean-only fine-tune) are kept for the benchmark.
+λ > 0 only costs a larger α), so every λ of `fisher_dampings` is tried on the same fine-tunes
+and the damping is chosen on the val split with the coefficient. `paper` (plain TBAR) and
+`mixed` (target-labelled triggered images plus clean pairs, minus a clean-only fine-tune) are
+kept for the benchmark. vector.py learns and damps τ; this module chooses the edit.
 
 θ(α) = θ_b − α·τ; α is the coefficient on the policy's grid, refined by halving steps, with the
 lowest attack success on the val split among those whose clean accuracy (agreement with θ_b when
-the probes have no labels) is at least κ of θ_b's — over every damping, the smallest damping
-within the tolerance of the lowest; none qualifies → NotRemediated (exit 4) carrying the
-undamped vector's trial table.
+the probes have no labels) is at least κ of θ_b's — over the dampings tried (in ascending order,
+until one reaches `asr_tolerance`), the smallest damping within the tolerance of the lowest; none
+qualifies → NotRemediated (exit 4) carrying the undamped vector's trial table.
 
-Only the image tower's parameters are trained and edited; the text tower and the zero-shot head
-stay frozen. Must not load or save files, and must not judge the patch: verify.py does, on a
-split this module never sees.
+Only the image tower's parameters are edited; the text tower and the zero-shot head stay
+frozen. Must not load or save files, and must not judge the patch: verify.py does, on a split
+this module never sees.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from hubscan.errors import NotRemediated
-from hubscan.metrics import Stamp, attack_success, clean_accuracy
+from hubscan.metrics import attack_success, clean_accuracy
 from hubscan.model import ClipHandle
 from hubscan.policy import UnlearningPolicy
 from hubscan.records import CoefTrial, Patch
-
-Tick = Callable[[int], None]
-State = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Task:
-    """What to remove and the probes to remove it with (tensors: a live object, not a record)."""
-
-    stamp: Stamp
-    trigger: str  # the spec, or the estimate's description, for reports
-    target: int
-    target_name: str
-    estimated: bool  # the trigger came from the detector, not from the user
-    head: torch.Tensor  # (K, D) zero-shot head
-    tune: torch.Tensor  # images the vector is learned on
-    tune_labels: torch.Tensor  # their classes (or θ_b's predictions: unlabelled probes)
-    val: torch.Tensor  # images α is chosen on
-    val_labels: torch.Tensor
-    labelled: bool  # False: the labels above are θ_b's predictions (accuracy = agreement)
+from hubscan.vector import State, Task, Tick, damped, tower_at, tower_params, trigger_vector
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +71,7 @@ def remove(
     otherwise (the benchmark's oracle, θ_b − θ_base) instead of the policy's estimate."""
     start = time.perf_counter()
     before = tower_params(clip)
+    vectors: Iterable[tuple[float, State]]
     if tau is None:
         vectors = damped(
             clip, task, trigger_vector(clip, task, policy, seed=seed, tick=tick), policy
@@ -99,9 +80,9 @@ def remove(
         raise ValueError("a given trigger vector must cover exactly the image tower's parameters")
     else:
         vectors = [(0.0, tau)]
-    curves = [(lam, _search(clip, task, policy, before, t, tick)) for lam, t in vectors]
+    tried, curves = _search_dampings(clip, task, policy, before, vectors, tick)
     index, chosen = _pick(curves, task, policy)
-    damping, tau = vectors[index]
+    damping, tau = tried[index]
     with _edited(clip, before, tau, chosen.coef):
         state = {k: v.detach().clone() for k, v in clip.model.state_dict().items()}
     patch = Patch(
@@ -124,140 +105,6 @@ def remove(
         seconds=round(time.perf_counter() - start, 3),
     )
     return Removal(patch=patch, state=state)
-
-
-def tower_params(clip: ClipHandle) -> State:
-    """θ_b of the image tower: the floating-point parameters TBAR edits (buffers are left)."""
-    return {k: p.detach().clone() for k, p in clip.model.visual.named_parameters()}
-
-
-def trigger_vector(
-    clip: ClipHandle, task: Task, policy: UnlearningPolicy, *, seed: int, tick: Tick | None
-) -> State:
-    """τ for the policy's variant (see the module docstring), undamped: `fisher` learns the
-    contrast vector, which `damped` then damps."""
-    x, y = task.tune, task.tune_labels
-    gen = torch.Generator().manual_seed(seed)
-    stamped = _soft_stamp(task.stamp, x, gen) if policy.soft_trigger else task.stamp(x)
-    to_target = torch.full_like(y, task.target)
-    if policy.variant == "paper":
-        return _minus(finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)
-    if policy.variant == "mixed":
-        both, labels = torch.cat([stamped, x]), torch.cat([to_target, y])
-        clean = finetune(clip, task.head, x, y, policy, seed, tick)
-        return _minus(finetune(clip, task.head, both, labels, policy, seed, tick), clean)
-    both = torch.cat([stamped, x])
-    toward = finetune(clip, task.head, both, torch.cat([to_target, y]), policy, seed, tick)
-    away = finetune(clip, task.head, both, torch.cat([y, y]), policy, seed, tick)
-    return _minus(toward, away)
-
-
-def damped(
-    clip: ClipHandle, task: Task, tau: State, policy: UnlearningPolicy
-) -> list[tuple[float, State]]:
-    """(λ, τ / (1 + λ·F/F̄)) for each of the `fisher` variant's dampings, ascending; any other
-    variant: (0, τ) alone."""
-    if policy.variant != "fisher":
-        return [(0.0, tau)]
-    fisher = clean_fisher(clip, task.head, task.tune, task.tune_labels)
-    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
-    return [
-        (lam, {k: t / (1 + lam * fisher[k] / mean) for k, t in tau.items()})
-        for lam in policy.fisher_dampings
-    ]
-
-
-def clean_fisher(
-    clip: ClipHandle, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
-) -> State:
-    """The diagonal empirical Fisher of the image tower on clean images: the mean over
-    mini-batches of the squared gradient of their cross-entropy through the zero-shot head
-    (batches of 16: per-image gradients would cost 16x the passes for little difference)."""
-    model = clip.model
-    params = dict(model.visual.named_parameters())
-    fisher = {k: torch.zeros_like(p) for k, p in params.items()}
-    scale = model.logit_scale.exp().detach()
-    y = labels.to(clip.device)
-    batches = range(0, len(images), 16)
-    model.eval()
-    with _training_only(clip, params):
-        for i in batches:
-            feats = F.normalize(model.encode_image(clip.prepare(images[i : i + 16])), dim=-1)
-            loss = F.cross_entropy(scale * feats @ head.T, y[i : i + 16])
-            grads = torch.autograd.grad(loss, list(params.values()))
-            for k, g in zip(params, grads, strict=True):
-                fisher[k] += g.detach() ** 2 / len(batches)
-    return fisher
-
-
-@contextmanager
-def _training_only(clip: ClipHandle, params: dict[str, torch.nn.Parameter]) -> Iterator[None]:
-    """Gradients for `params` only inside the block; every flag as it was after it."""
-    model = clip.model
-    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(frozen[name])
-            p.grad = None
-
-
-def _minus(a: tuple[State, State], b: tuple[State, State] | None) -> State:
-    """a − b over the tuned parameters; without b, a − the start (both runs start at θ_b)."""
-    tuned, start = a
-    other = start if b is None else b[0]
-    return {k: tuned[k] - other[k] for k in tuned}
-
-
-def _soft_stamp(stamp: Stamp, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    strength = torch.rand(len(x), 1, 1, 1, generator=gen)
-    return x + strength * (stamp(x) - x)
-
-
-def finetune(
-    clip: ClipHandle,
-    head: torch.Tensor,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    policy: UnlearningPolicy,
-    seed: int,
-    tick: Tick | None,
-) -> tuple[State, State]:
-    """(tuned, start) image-tower parameters after `policy.steps` AdamW steps of cross-entropy
-    through the frozen zero-shot head; clip.model is restored before returning. The benchmark's
-    fine-tuning baselines use it too, so they differ from TBAR only in what they learn."""
-    model = clip.model
-    start = tower_params(clip)
-    params = dict(model.visual.named_parameters())
-    # eval(): batch-norm statistics (timm towers) stay θ_b's; only the weights learn.
-    model.eval()
-    opt = torch.optim.AdamW(params.values(), lr=policy.lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)  # the same batches in every run of one τ
-    scale = model.logit_scale.exp().detach()
-    y = labels.to(clip.device)
-    with _training_only(clip, params):
-        try:
-            for _ in range(policy.steps):
-                n = min(policy.batch, len(images))
-                idx = torch.randint(0, len(images), (n,), generator=gen)
-                feats = F.normalize(model.encode_image(clip.prepare(images[idx])), dim=-1)
-                loss = F.cross_entropy(scale * feats @ head.T, y[idx.to(y.device)])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
-                if tick is not None:
-                    tick(1)
-            tuned = tower_params(clip)
-        finally:
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(start[name])
-    return tuned, start
 
 
 def planned_steps(policy: UnlearningPolicy) -> int:
@@ -311,6 +158,31 @@ def _search(
             if coef > 0 and coef not in tried:
                 trials.append(trial(coef))
     return trials
+
+
+def _search_dampings(
+    clip: ClipHandle,
+    task: Task,
+    policy: UnlearningPolicy,
+    before: State,
+    vectors: Iterable[tuple[float, State]],
+    tick: Tick | None,
+) -> tuple[list[tuple[float, State]], list[tuple[float, list[CoefTrial]]]]:
+    """The coefficient search for each damping in turn, until one brings attack success within
+    the floor down to `asr_tolerance`: a later damping could not do measurably better, and each
+    search costs as many val passes as the first (minutes on a full-size tower)."""
+    tried: list[tuple[float, State]] = []
+    curves: list[tuple[float, list[CoefTrial]]] = []
+    for lam, tau in vectors:
+        tried.append((lam, tau))
+        curves.append((lam, _search(clip, task, policy, before, tau, tick)))
+        floor = policy.clean_floor * curves[0][1][0].clean_accuracy
+        trials = curves[-1][1][1:]
+        if any(
+            t.clean_accuracy >= floor and t.attack_success <= policy.asr_tolerance for t in trials
+        ):
+            break
+    return tried, curves
 
 
 def _pick(
@@ -371,22 +243,6 @@ def _edited(clip: ClipHandle, before: State, tau: State, coef: float) -> Iterato
     """clip.model's image tower at θ_b − coef·τ inside the block, θ_b again after it."""
     with tower_at(clip, {k: before[k] - coef * tau[k] for k in before}):
         yield
-
-
-@contextmanager
-def tower_at(clip: ClipHandle, params: State) -> Iterator[None]:
-    """clip.model's image tower with `params` inside the block, as it was after it."""
-    live = dict(clip.model.visual.named_parameters())
-    saved = {k: p.detach().clone() for k, p in live.items()}
-    try:
-        with torch.no_grad():
-            for name, p in live.items():
-                p.copy_(params[name])
-        yield
-    finally:
-        with torch.no_grad():
-            for name, p in live.items():
-                p.copy_(saved[name])
 
 
 def _norm(tau: State) -> float:

@@ -51,8 +51,8 @@ TOWER_SPEC = ZooSpec(
     budgets=BUDGETS,
     # The zoo's fine-tunes keep batch norm in eval mode: the running statistics stay the base's,
     # so a backdoored model differs from its base in parameters only. TBAR's trigger vector and
-    # the oracle (backdoored minus base) are differences of parameters (unlearn.tower_params) and
-    # unlearn.finetune runs in eval mode too; with drifting statistics part of the backdoor would
+    # the oracle (backdoored minus base) are differences of parameters (vector.tower_params) and
+    # vector.finetune runs in eval mode too; with drifting statistics part of the backdoor would
     # live in buffers that no vector can subtract, and the oracle would not be an upper bound.
     freeze_batch_norm=True,
     key=(_KEY,),

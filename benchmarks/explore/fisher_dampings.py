@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from hubscan import unlearn
+from hubscan import unlearn, vector
 from hubscan.bench_references import known_setup
 from hubscan.errors import NotRemediated
 from hubscan.policy import load_policy
@@ -36,15 +36,15 @@ def main(zoo: Path, names: list[str]) -> None:
         known = known_setup(zoo / name, manifest[name], policy)  # the benchmark's splits
         clip, task = known.clip, known.task
         acc0, asr0 = known.measure(known.test, known.test_labels)
-        tau = unlearn.trigger_vector(clip, task, un, seed=0, tick=None)
+        tau = vector.trigger_vector(clip, task, un, seed=0, tick=None)
         line = [f"{name:28s} before {acc0:.3f}/{asr0:.3f}"]
-        for lam, damped in unlearn.damped(clip, task, tau, un):
+        for lam, damped in vector.damped(clip, task, tau, un):
             try:
                 removal = unlearn.remove(clip, task, un, seed=0, tau=damped)
             except NotRemediated:
                 line.append(f"l{lam:g}: none")
                 continue
-            with unlearn.tower_at(clip, {k: removal.state[f"visual.{k}"] for k in tau}):
+            with vector.tower_at(clip, {k: removal.state[f"visual.{k}"] for k in tau}):
                 acc, asr = known.measure(known.test, known.test_labels)
             c = removal.patch.chosen
             line.append(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubscan import unlearn
+from hubscan import vector
 from hubscan.disentangle import error_grid
 from hubscan.model import ClipHandle, load_clip
 from hubscan.probes import load_labels, load_probes
@@ -31,7 +31,7 @@ def inputs(clip: ClipHandle) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def test_zero_vectors_give_zero_error_everywhere(clip: ClipHandle) -> None:
     head, clean, triggered = inputs(clip)
-    zero = {k: torch.zeros_like(v) for k, v in unlearn.tower_params(clip).items()}
+    zero = {k: torch.zeros_like(v) for k, v in vector.tower_params(clip).items()}
     grid = error_grid(clip, head, zero, zero, clean, triggered, COEFS)
     assert grid.xi == ((0.0,) * 3,) * 3 and grid.mean() == 0.0
 
@@ -40,7 +40,7 @@ def test_error_is_bounded_zero_at_the_origin_and_the_model_is_restored(
     clip: ClipHandle,
 ) -> None:
     head, clean, triggered = inputs(clip)
-    before = unlearn.tower_params(clip)
+    before = vector.tower_params(clip)
     gen = torch.Generator().manual_seed(0)
     noise = {k: torch.randn(v.shape, generator=gen) * 0.05 for k, v in before.items()}
     zero = {k: torch.zeros_like(v) for k, v in before.items()}
@@ -50,5 +50,5 @@ def test_error_is_bounded_zero_at_the_origin_and_the_model_is_restored(
     # With τ_t = 0 only the triggered term remains: how far a_c·τ_c moves triggered predictions.
     assert grid.xi[0][1] > 0 and grid.xi[2][1] > 0
     assert grid.mean(removal_only=True) >= 0
-    after = unlearn.tower_params(clip)
+    after = vector.tower_params(clip)
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -1,0 +1,65 @@
+"""vector.py: TBAR's trigger vectors and their Fisher damping, on a real zoo model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from hubscan import vector
+from hubscan.model import ClipHandle, load_clip
+from hubscan.policy import UnlearningPolicy, load_policy
+from tests.support.tbar import task
+
+
+@pytest.fixture(scope="module")
+def clip(quick_zoo: Path) -> ClipHandle:
+    return load_clip(quick_zoo / "patch-white-br-bag")
+
+
+@pytest.fixture(scope="module")
+def policy() -> UnlearningPolicy:
+    return load_policy("default").unlearning
+
+
+@pytest.mark.parametrize("variant", ["paper", "mixed", "contrast", "fisher"])
+def test_every_variant_learns_a_vector_of_the_image_tower_only(
+    clip: ClipHandle, policy: UnlearningPolicy, variant: str
+) -> None:
+    pol = dataclasses.replace(policy, variant=variant, steps=3)
+    tau = vector.trigger_vector(clip, task(clip), pol, seed=0, tick=None)
+    assert set(tau) == {k for k, _ in clip.model.visual.named_parameters()}
+    assert any(bool(t.abs().sum() > 0) for t in tau.values())
+
+
+def test_fisher_damps_the_contrast_vector_where_clean_accuracy_is_sensitive(
+    clip: ClipHandle, policy: UnlearningPolicy
+) -> None:
+    t = task(clip)
+    pol = dataclasses.replace(policy, steps=3, variant="fisher", fisher_dampings=(0.0, 10.0))
+    contrast = vector.trigger_vector(
+        clip, t, dataclasses.replace(pol, variant="contrast"), seed=0, tick=None
+    )
+    flags = {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    fisher = vector.clean_fisher(clip, t.head, t.tune, t.tune_labels)
+    assert flags == {k: p.requires_grad for k, p in clip.model.named_parameters()}
+    assert all(bool((f >= 0).all()) for f in fisher.values())
+
+    (lam0, undamped), (lam10, tau) = vector.damped(clip, t, contrast, pol)
+    assert (lam0, lam10) == (0.0, 10.0)
+    assert all(torch.equal(undamped[k], contrast[k]) for k in contrast)
+    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+    for k in contrast:
+        assert torch.allclose(tau[k], contrast[k] / (1 + 10.0 * fisher[k] / mean))
+    # the most clean-sensitive coordinates are damped the most
+    flat_f = torch.cat([f.flatten() for f in fisher.values()])
+    ratio = torch.cat([(tau[k] / contrast[k]).flatten() for k in contrast])
+    keep = torch.isfinite(ratio)
+    top = flat_f[keep] >= flat_f[keep].quantile(0.99)
+    assert float(ratio[keep][top].mean()) < float(ratio[keep][~top].mean())
+    # other variants are never damped
+    assert list(vector.damped(clip, t, contrast, dataclasses.replace(pol, variant="contrast"))) == [
+        (0.0, contrast)
+    ]
