@@ -13,32 +13,29 @@ from hubscan.model import ClipHandle, load_clip
 from hubscan.policy import UnlearningPolicy, load_policy
 from tests.support.tbar import task
 
+POLICY: UnlearningPolicy = load_policy("default").unlearning
+
 
 @pytest.fixture(scope="module")
 def clip(quick_zoo: Path) -> ClipHandle:
-    return load_clip(quick_zoo / "patch-white-br-bag")
-
-
-@pytest.fixture(scope="module")
-def policy() -> UnlearningPolicy:
-    return load_policy("default").unlearning
+    return load_clip(quick_zoo / "patch-white-br-bag")  # the model tests.support.tbar's task fits
 
 
 @pytest.mark.parametrize("variant", ["paper", "mixed", "contrast", "fisher"])
 def test_every_variant_learns_a_vector_of_the_image_tower_only(
-    clip: ClipHandle, policy: UnlearningPolicy, variant: str
+    clip: ClipHandle, variant: str
 ) -> None:
-    pol = dataclasses.replace(policy, variant=variant, steps=3)
+    pol = dataclasses.replace(POLICY, variant=variant, steps=3)
     tau = vector.trigger_vector(clip, task(clip), pol, seed=0, tick=None)
     assert set(tau) == {k for k, _ in clip.model.visual.named_parameters()}
     assert any(bool(t.abs().sum() > 0) for t in tau.values())
 
 
 def test_fisher_damps_the_contrast_vector_where_clean_accuracy_is_sensitive(
-    clip: ClipHandle, policy: UnlearningPolicy
+    clip: ClipHandle,
 ) -> None:
     t = task(clip)
-    pol = dataclasses.replace(policy, steps=3, variant="fisher", fisher_dampings=(0.0, 10.0))
+    pol = dataclasses.replace(POLICY, steps=3, variant="fisher", fisher_dampings=(0.0, 10.0))
     contrast = vector.trigger_vector(
         clip, t, dataclasses.replace(pol, variant="contrast"), seed=0, tick=None
     )
