@@ -201,7 +201,7 @@ def _alpha_curves(patch: Patch) -> list[tuple[str, tuple[CoefTrial, ...]]]:
     """One curve per damping tried (a single one names the variant only)."""
     if len(patch.curves) == 1:
         return [(patch.variant, patch.trials)]
-    return [(f"{patch.variant}, damping {lam:g}", trials) for lam, trials in patch.curves]
+    return [(f"{patch.variant}, damping {c.damping:g}", c.trials) for c in patch.curves]
 
 
 def _remove(

@@ -207,6 +207,14 @@ class CoefTrial:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DampingCurve:
+    """Every coefficient tried on the val split for one Fisher damping of the trigger vector."""
+
+    damping: float
+    trials: tuple[CoefTrial, ...]  # sorted by coefficient
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Patch:
     """TBAR's edit: which trigger vector, the coefficient chosen by rule, and every trial."""
 
@@ -221,7 +229,7 @@ class Patch:
     chosen: CoefTrial
     reference: CoefTrial  # coefficient 0: the audited model on the val split
     trials: tuple[CoefTrial, ...]  # the chosen damping's, sorted by coefficient
-    curves: tuple[tuple[float, tuple[CoefTrial, ...]], ...]  # (damping, its trials), every one
+    curves: tuple[DampingCurve, ...]  # every damping searched, ascending
     tune_images: int
     val_images: int
     steps: int

@@ -87,7 +87,7 @@ def render_human(run: RunReport, console: Console) -> None:
 def _vector(patch: Patch) -> str:
     if len(patch.curves) == 1:
         return f"{patch.variant} vector"
-    tried = ", ".join(f"{lam:g}" for lam, _ in patch.curves)
+    tried = ", ".join(f"{c.damping:g}" for c in patch.curves)
     return f"{patch.variant} vector, damping {patch.damping:g} of {tried}"
 
 

@@ -48,7 +48,7 @@ from hubscan.errors import NotRemediated
 from hubscan.metrics import attack_success, clean_accuracy
 from hubscan.model import ClipHandle
 from hubscan.policy import UnlearningPolicy
-from hubscan.records import CoefTrial, Patch
+from hubscan.records import CoefTrial, DampingCurve, Patch
 from hubscan.vector import State, Task, Tick, damped, tower_at, tower_params, trigger_vector
 
 
@@ -97,7 +97,7 @@ def remove(
         chosen=chosen,
         reference=curves[0][1][0],
         trials=_by_coef(curves[index][1]),
-        curves=tuple((lam, _by_coef(trials)) for lam, trials in curves),
+        curves=tuple(DampingCurve(damping=lam, trials=_by_coef(t)) for lam, t in curves),
         tune_images=len(task.tune),
         val_images=len(task.val),
         steps=policy.steps,

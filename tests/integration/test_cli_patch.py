@@ -158,7 +158,7 @@ def test_known_trigger_patch_removes_it_and_reports_the_coefficient_curve(known:
     assert check["after"]["attack_success"] <= 0.1 < 0.8 < check["before"]["attack_success"]
     patch = report["patch"]
     assert patch["estimated"] is False and patch["variant"] == "fisher"
-    dampings = [lam for lam, _ in patch["curves"]]
+    dampings = [c["damping"] for c in patch["curves"]]
     assert patch["damping"] in dampings and dampings == sorted(dampings) and len(dampings) > 1
     coefs = [t["coef"] for t in patch["trials"]]
     assert coefs == sorted(coefs) and coefs[0] == 0 and patch["coef"] in coefs

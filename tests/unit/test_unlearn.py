@@ -63,15 +63,16 @@ def test_the_damping_is_chosen_on_val_with_the_coefficient(
         )
 
     # ascending, and no further once a damping has removed the backdoor on val
-    tried = [lam for lam, _ in patch.curves]
+    curves = {c.damping: c.trials for c in patch.curves}
+    tried = list(curves)
     assert tried in ([0.0], [0.0, 10.0])
-    assert [removed(c) for _, c in patch.curves[:-1]] == [False] * (len(tried) - 1)
-    assert len(tried) == 2 or removed(patch.curves[0][1])
-    trials = dict(patch.curves)[patch.damping]
+    assert [removed(c.trials) for c in patch.curves[:-1]] == [False] * (len(tried) - 1)
+    assert len(tried) == 2 or removed(curves[0.0])
+    trials = curves[patch.damping]
     assert patch.trials == trials and patch.chosen in trials
     lowest = min(
         t.attack_success
-        for _, curve in patch.curves
+        for curve in curves.values()
         for t in curve
         if t.coef > 0 and t.clean_accuracy >= floor
     )
@@ -80,7 +81,7 @@ def test_the_damping_is_chosen_on_val_with_the_coefficient(
     if patch.damping == 10.0:  # the undamped vector could not come within the tolerance
         assert all(
             t.attack_success > lowest + pol.asr_tolerance
-            for t in dict(patch.curves)[0.0]
+            for t in curves[0.0]
             if t.coef > 0 and t.clean_accuracy >= floor
         )
 
@@ -93,7 +94,7 @@ def test_the_dampings_are_searched_until_one_removes_the_backdoor_on_val(
         cheap, variant="fisher", fisher_dampings=(0.0, 3.0, 10.0), asr_tolerance=1.0
     )
     patch = unlearn.remove(clip, task(clip), pol).patch
-    assert [lam for lam, _ in patch.curves] == [0.0] and patch.damping == 0.0
+    assert [c.damping for c in patch.curves] == [0.0] and patch.damping == 0.0
 
 
 def test_no_coefficient_within_the_floor_raises_with_the_trial_table(
