@@ -60,10 +60,13 @@ def patch(model: Path, out: Path, *args: str) -> Patched:
 
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """No refinement of the coefficient: these tests check behaviour; `hubscan bench
-    unlearning` measures the default policy's quality."""
+    """No refinement of the coefficient and two dampings, not four: these tests check
+    behaviour; `hubscan bench unlearning` measures the default policy's quality."""
     path = tmp_path_factory.mktemp("policy") / "fast.toml"
-    path.write_text('schema = 1\nextends = "default"\nname = "fast"\n[unlearning]\nrefine = 0\n')
+    path.write_text(
+        'schema = 1\nextends = "default"\nname = "fast"\n'
+        "[unlearning]\nrefine = 0\nfisher_dampings = [0, 10]\n"
+    )
     return str(path)
 
 

@@ -56,7 +56,10 @@ def released(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Relea
     model = quick_zoo / "blend-noise-coat"
     files = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
     policy = tmp_path_factory.mktemp("policy") / "fast.toml"
-    policy.write_text('schema = 1\nextends = "default"\nname = "fast"\n[unlearning]\nrefine = 0\n')
+    policy.write_text(
+        'schema = 1\nextends = "default"\nname = "fast"\n'
+        "[unlearning]\nrefine = 0\nfisher_dampings = [0, 10]\n"
+    )
     out = tmp_path_factory.mktemp("publish") / "release"
     with FakeHub() as hub, pytest.MonkeyPatch.context() as patch:
         commit = serve(hub, files)

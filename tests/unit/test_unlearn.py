@@ -30,7 +30,9 @@ def policy() -> UnlearningPolicy:
 def cheap(policy: UnlearningPolicy) -> UnlearningPolicy:
     """A few steps and a short grid: the mechanics, not the quality (test_cli_patch.py and
     `hubscan bench unlearning` measure the default policy's removals)."""
-    return dataclasses.replace(policy, steps=5, coef_max=1.0, refine=0, clean_floor=0.5)
+    return dataclasses.replace(
+        policy, steps=5, coef_max=1.0, refine=0, clean_floor=0.5, fisher_dampings=(0.0, 10.0)
+    )
 
 
 def test_remove_leaves_the_audited_model_as_it_was(quick_zoo: Path) -> None:
@@ -38,7 +40,12 @@ def test_remove_leaves_the_audited_model_as_it_was(quick_zoo: Path) -> None:
     before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
     flags = {k: p.requires_grad for k, p in fresh.model.named_parameters()}
     cheap = dataclasses.replace(
-        load_policy("default").unlearning, steps=5, coef_max=1.0, refine=0, clean_floor=0.5
+        load_policy("default").unlearning,
+        steps=5,
+        coef_max=1.0,
+        refine=0,
+        clean_floor=0.5,
+        fisher_dampings=(0.0, 10.0),
     )
     removal = unlearn.remove(fresh, task(fresh), cheap)
     assert removal.patch.coef > 0 and removal.patch.vector_norm > 0
