@@ -110,7 +110,8 @@ def _vector(clip: ClipHandle, task: Task, un: UnlearningPolicy) -> dict[str, tor
     from hubscan import vector
 
     tau = vector.trigger_vector(clip, task, un, seed=0, tick=None)
-    return list(vector.damped(clip, task, tau, un))[-1][1]
+    strongest = dataclasses.replace(un, fisher_dampings=(max(un.fisher_dampings),))
+    return next(iter(vector.damped(clip, task, tau, strongest)))[1]
 
 
 def _measure(zoo: Path, m: dict[str, Any], policy: Policy) -> dict[str, Any]:
