@@ -15,14 +15,15 @@ measured). hubscan's `contrast` vector (which the default, `fisher`, damps) fixe
 
 `fisher` (the default) is the contrast vector damped where the clean task is sensitive:
 τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean
-squared gradient of their loss), F̄ its mean over the tower. Subtracting α·τ raises the clean loss
-by about ½·α²·Σ F_i τ_i², so damping the coordinates clean accuracy leans on lets α go further
-before the floor. Which λ helps depends on the model (benchmarks/explore/fisher_dampings.txt: on
-a blend backdoor λ = 10 takes val attack success from 31 % to 6 % within the floor; on others
-λ > 0 only costs a larger α), so every λ of `fisher_dampings` is tried on the same fine-tunes
-and the damping is chosen on the val split with the coefficient. `paper` (plain TBAR) and
-`mixed` (target-labelled triggered images plus clean pairs, minus a clean-only fine-tune) are
-kept for the benchmark. vector.py learns and damps τ; this module chooses the edit.
+squared gradient of their loss), F̄ its mean over the tower, rescaled to the undamped Σ F_i τ_i².
+Subtracting α·τ raises the clean loss by about ½·α²·Σ F_i τ_i², so damping the coordinates clean
+accuracy leans on lets α remove more before the floor, and the rescaling keeps what a coefficient
+costs the same at every λ. Which λ helps depends on the model
+(benchmarks/explore/fisher_dampings.txt: on a blend backdoor λ = 10 takes val attack success from
+31 % to 6 % within the floor; on others λ > 0 only costs a larger α), so every λ of
+`fisher_dampings` is tried on the same fine-tunes and the damping is chosen on the val split with
+the coefficient. `paper` (plain TBAR) and `mixed` (target-labelled triggered images plus clean
+pairs, minus a clean-only fine-tune) are kept for the benchmark. vector.py learns and damps τ; this module chooses the edit.
 
 θ(α) = θ_b − α·τ; α is the coefficient on the policy's grid, refined by halving steps, with the
 lowest attack success on the val split among those whose clean accuracy (agreement with θ_b when

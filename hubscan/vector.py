@@ -70,8 +70,11 @@ def trigger_vector(
 def damped(
     clip: ClipHandle, task: Task, tau: State, policy: UnlearningPolicy
 ) -> Iterator[tuple[float, State]]:
-    """(λ, τ / (1 + λ·F/F̄)) for each of the `fisher` variant's dampings, ascending; any other
-    variant: (0, τ) alone. Lazy: the Fisher is computed when a λ > 0 is first asked for."""
+    """(λ, τ_λ) for each of the `fisher` variant's dampings, ascending; any other variant:
+    (0, τ) alone. τ_λ = s·τ / (1 + λ·F/F̄), with s making Σ F·τ_λ² = Σ F·τ²: subtracting α·τ_λ
+    then costs about the same clean loss (½·α²·Σ F·τ²) at every λ, so the coefficient grid
+    reaches the clean floor at about the same α for each damping instead of walking all of it
+    for the strong ones. Lazy: the Fisher is computed when a λ > 0 is first asked for."""
     if policy.variant != "fisher":
         yield 0.0, tau
         return
@@ -83,7 +86,15 @@ def damped(
         if fisher is None:
             fisher = clean_fisher(clip, task.head, task.tune, task.tune_labels)
             mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
-        yield lam, {k: t / (1 + lam * fisher[k] / mean) for k, t in tau.items()}
+            cost = _fisher_norm(fisher, tau)
+        out = {k: t / (1 + lam * fisher[k] / mean) for k, t in tau.items()}
+        scale = (cost / _fisher_norm(fisher, out)) ** 0.5
+        yield lam, {k: t * scale for k, t in out.items()}
+
+
+def _fisher_norm(fisher: State, tau: State) -> float:
+    """Σ F·τ²: twice the clean loss subtracting τ costs, to second order."""
+    return sum(float((fisher[k].double() * tau[k].double() ** 2).sum()) for k in tau)
 
 
 def clean_fisher(
