@@ -24,6 +24,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.support.fake_hub import FakeHub  # noqa: E402
+from tests.support.hub_release import Released, patch_from_hub  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +62,10 @@ def quick_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zoo")
     build_zoo(out, quick=True)
     return out
+
+
+@pytest.fixture(scope="session")
+def hub_release(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Released:
+    """A quick-zoo backdoored model patched from a fake Hub once, for the patch and publish
+    tests (tests/support/hub_release.py)."""
+    return patch_from_hub(quick_zoo, tmp_path_factory)

@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from hubscan.cli import app
 from hubscan.errors import ExitCode
 from hubscan.model import WEIGHTS_NAME
+from tests.support.hub_release import TARGET, Released, fast_policy
 
 runner = CliRunner()
 RELEASE_FILES = {
@@ -60,14 +61,7 @@ def patch(model: Path, out: Path, *args: str) -> Patched:
 
 @pytest.fixture(scope="module")
 def fast(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """No refinement of the coefficient and two dampings, not four: these tests check
-    behaviour; `hubscan bench unlearning` measures the default policy's quality."""
-    path = tmp_path_factory.mktemp("policy") / "fast.toml"
-    path.write_text(
-        'schema = 1\nextends = "default"\nname = "fast"\n'
-        "[unlearning]\nrefine = 0\nfisher_dampings = [0, 10]\n"
-    )
-    return str(path)
+    return str(fast_policy(tmp_path_factory.mktemp("policy")))
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +70,6 @@ def estimated(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory, fast: s
     out = tmp_path_factory.mktemp("patch") / "release"
     args = ("--labels", "fashion-mnist", "--policy", fast)
     return patch(quick_zoo / "patch-white-br-bag", out, *args)
-
-
-@pytest.fixture(scope="module")
-def known(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory, fast: str) -> Patched:
-    out = tmp_path_factory.mktemp("patch") / "release"
-    trigger = "blend:pattern=noise,ratio=0.15,seed=3"
-    args = ("--labels", "fashion-mnist", "--trigger", trigger, "--target", "coat", "-p", fast)
-    return patch(quick_zoo / "blend-noise-coat", out, *args, "--format", "json")
 
 
 def test_estimated_trigger_patch_releases_a_verified_model(estimated: Patched) -> None:
@@ -153,11 +139,14 @@ def test_the_estimated_trigger_file_reproduces_the_attack_on_the_source(
     assert json.loads(result.stdout)["attack_success"] > 0.8
 
 
-def test_known_trigger_patch_removes_it_and_reports_the_coefficient_curve(known: Patched) -> None:
+def test_known_trigger_patch_removes_it_and_reports_the_coefficient_curve(
+    hub_release: Released,
+) -> None:
+    known = hub_release  # patched from a fake Hub with --trigger, --target coat, --format json
     assert known.code == ExitCode.OK, known.stderr
     report = json.loads(known.stdout)
     (check,) = report["verification"]["comparisons"]
-    assert check["source"] == "known" and check["target"] == "coat"
+    assert check["source"] == "known" and check["target"] == TARGET
     assert check["after"]["attack_success"] <= 0.1 < 0.8 < check["before"]["attack_success"]
     patch = report["patch"]
     assert patch["estimated"] is False and patch["variant"] == "fisher"
@@ -214,7 +203,7 @@ def test_killed_patch_leaves_no_release_and_no_staging(quick_zoo: Path, tmp_path
     quick = tmp_path.parent / f"{tmp_path.name}-quick.toml"  # not in tmp_path: it must stay empty
     quick.write_text(
         'extends = "default"\n[unlearning]\n'
-        "steps = 5\nrefine = 0\nclean_floor = 0.5\ncoef_max = 1.0\n"
+        "steps = 5\nrefine = 0\nclean_floor = 0.5\ncoef_max = 1.0\nfisher_dampings = [0]\n"
     )
     trigger = ("--trigger", "patch:size=3,pos=br,pattern=white", "--target", "bag")
     args = ["patch", str(model), "--out", str(out), "--labels", "fashion-mnist", *trigger]

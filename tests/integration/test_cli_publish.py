@@ -9,7 +9,6 @@ import hashlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,57 +18,17 @@ from typer.testing import CliRunner
 
 from hubscan.cli import app
 from hubscan.errors import ExitCode
-from hubscan.publish import EVIDENCE_DIR, ROOT_FILES
 from tests.support.fake_hub import FAKE_TOKEN, FakeHub
+from tests.support.hub_release import REPO, Released, serve
 
 runner = CliRunner()
-REPO = "acme/coat-clip"
-TRIGGER = "blend:pattern=noise,ratio=0.15,seed=3"
 
 
-@dataclass(frozen=True)
-class Released:
-    out: Path
-    commit: str  # the audited commit on the Hub
-    hub_files: dict[str, bytes]  # the repo as the Hub served it
-
-    @property
-    def report(self) -> dict[str, object]:
-        data: dict[str, object] = json.loads((self.out / "report.json").read_text())
-        return data
-
-    def expected_upload(self) -> dict[str, str]:
-        """Path in repo -> sha256, from the release's own report.json."""
-        report = json.loads((self.out / "report.json").read_text())
-        listed = {f["path"]: f["sha256"] for f in report["release"]["files"]}
-        listed["report.json"] = hashlib.sha256((self.out / "report.json").read_bytes()).hexdigest()
-        return {(p if p in ROOT_FILES else f"{EVIDENCE_DIR}/{p}"): d for p, d in listed.items()}
-
-
-def serve(hub: FakeHub, files: dict[str, bytes]) -> str:
-    return hub.add_repo(REPO, files, lfs=["open_clip_model.safetensors"]).commit
-
-
-@pytest.fixture(scope="module")
-def released(quick_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Released:
+@pytest.fixture
+def released(hub_release: Released) -> Released:
     """`hubscan patch acme/coat-clip` fetched from a fake Hub (known trigger, no refinement)."""
-    model = quick_zoo / "blend-noise-coat"
-    files = {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()}
-    policy = tmp_path_factory.mktemp("policy") / "fast.toml"
-    policy.write_text(
-        'schema = 1\nextends = "default"\nname = "fast"\n'
-        "[unlearning]\nrefine = 0\nfisher_dampings = [0, 10]\n"
-    )
-    out = tmp_path_factory.mktemp("publish") / "release"
-    with FakeHub() as hub, pytest.MonkeyPatch.context() as patch:
-        commit = serve(hub, files)
-        patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-        patch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("hf")))
-        patch.setenv("HF_ENDPOINT", hub.endpoint)
-        args = ["--labels", "fashion-mnist", "--trigger", TRIGGER, "--target", "coat"]
-        result = runner.invoke(app, ["patch", REPO, "--out", str(out), *args, "-p", str(policy)])
-    assert result.exit_code == ExitCode.OK, result.stderr
-    return Released(out=out, commit=commit, hub_files=files)
+    assert hub_release.code == ExitCode.OK, hub_release.stderr
+    return hub_release
 
 
 @pytest.fixture
