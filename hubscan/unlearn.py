@@ -23,7 +23,8 @@ costs the same at every λ. Which λ helps depends on the model
 31 % to 6 % within the floor; on others λ > 0 only costs a larger α), so every λ of
 `fisher_dampings` is tried on the same fine-tunes and the damping is chosen on the val split with
 the coefficient. `paper` (plain TBAR) and `mixed` (target-labelled triggered images plus clean
-pairs, minus a clean-only fine-tune) are kept for the benchmark. vector.py learns and damps τ; this module chooses the edit.
+pairs, minus a clean-only fine-tune) are kept for the benchmark. vector.py learns and damps τ;
+this module chooses the edit.
 
 θ(α) = θ_b − α·τ; α is the coefficient on the policy's grid, refined by halving steps, with the
 lowest attack success on the val split among those whose clean accuracy (agreement with θ_b when
