@@ -88,7 +88,8 @@ def damped(
             mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
             cost = _fisher_norm(fisher, tau)
         out = {k: t / (1 + lam * fisher[k] / mean) for k, t in tau.items()}
-        scale = (cost / _fisher_norm(fisher, out)) ** 0.5
+        damped_cost = _fisher_norm(fisher, out)
+        scale = (cost / damped_cost) ** 0.5 if damped_cost > 0 else 1.0  # τ = 0 stays 0
         yield lam, {k: t * scale for k, t in out.items()}
 
 

@@ -58,6 +58,8 @@ def test_fisher_damps_the_contrast_vector_where_clean_accuracy_is_sensitive(
         return sum(float((fisher[k].double() * v[k].double() ** 2).sum()) for k in v)
 
     assert cost(tau) == pytest.approx(cost(contrast), rel=1e-6)
+    zero = {k: torch.zeros_like(v) for k, v in contrast.items()}  # a fine-tune that learned nothing
+    assert all(not v.any() for _, d in vector.damped(clip, t, zero, pol) for v in d.values())
     # the most clean-sensitive coordinates are damped the most
     flat_f = torch.cat([f.flatten() for f in fisher.values()])
     ratio = torch.cat([(tau[k] / contrast[k]).flatten() for k in contrast])
