@@ -149,6 +149,11 @@ def _model_row(
     return {**row, "methods": methods, "cached": hits}
 
 
+# Unlearning settings that shape only TBAR's trigger vector: the baselines and the oracle never
+# read them, so changing one keeps their cached measurements.
+VECTOR_ONLY = ("fisher_dampings", "soft_trigger")
+
+
 def settings_digest(policy: Policy, *, audits: bool) -> str:
     """What a measurement depends on in the policy: the removal settings (not the default
     variant: each method names its own), and for a method that audits (TBAR: the estimate, the
@@ -159,7 +164,8 @@ def settings_digest(policy: Policy, *, audits: bool) -> str:
     if audits:
         parts += [policy.fail_on, policy.detection]
     else:
-        removal.pop("fisher_dampings")
+        for field in VECTOR_ONLY:
+            removal.pop(field)
     blob = json.dumps(to_jsonable(parts), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -200,10 +200,12 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
     assert settings_digest(p, audits=True) == settings_digest(r, audits=True)
     s = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, steps=1))
     assert settings_digest(p, audits=False) != settings_digest(s, audits=False)
-    # the dampings shape TBAR's vector only: a baseline or the oracle keeps its measurement
-    d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, fisher_dampings=(1.0,)))
-    assert settings_digest(p, audits=False) == settings_digest(d, audits=False)
-    assert settings_digest(p, audits=True) != settings_digest(d, audits=True)
+    # the dampings and the soft stamp shape TBAR's vector only: a baseline or the oracle keeps
+    # its measurement
+    for change in ({"fisher_dampings": (1.0,)}, {"soft_trigger": not p.unlearning.soft_trigger}):
+        d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, **change))
+        assert settings_digest(p, audits=False) == settings_digest(d, audits=False)
+        assert settings_digest(p, audits=True) != settings_digest(d, audits=True)
 
 
 def test_the_page_follows_the_default_variant_and_shows_its_damping(tmp_path: Path) -> None:
