@@ -1,9 +1,10 @@
 """The zoo: real backdoored and clean tiny CLIPs, trained here on Fashion-MNIST (METHOD.md §5).
 
-Owns the recipes (one base, then one fine-tune per variant), the cache of trained models keyed by
-recipe hash (outside the checkout), the measurements (clean accuracy, attack success of every
-trigger on every model) and the output: each model in Hub layout plus a manifest.json with the
-ground truth, which never goes into the model files. Must not detect or remove backdoors.
+Owns the recipes (one base, then one fine-tune per variant) and the keys their trained models are
+cached under (zoo_cache.py writes the entries, outside the checkout), the measurements (clean
+accuracy, attack success of every trigger on every model) and the output: each model in Hub
+layout plus a manifest.json with the ground truth, which never goes into the model files.
+Must not detect or remove backdoors.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from hubscan import __version__
-from hubscan.atomic import cache_root, file_sha256
+from hubscan.atomic import file_sha256
 from hubscan.bench_cache import cached
 from hubscan.errors import ProbeError, UsageError
 from hubscan.metrics import attack_success, clean_accuracy
@@ -31,6 +31,7 @@ from hubscan.model import ClipHandle, handle_from_model, load_clip, save_clip
 from hubscan.probes import LabelSet, load_fashion_mnist, load_labels, load_probes
 from hubscan.training import Poison, Recipe, caption_tokens, train
 from hubscan.triggers import parse_trigger
+from hubscan.zoo_cache import cached_model, staging
 from hubscan.zoo_variants import LONG, SHORT, backdoor
 from hubscan.zoo_variants import Variant as Variant  # every zoo's population, re-exported
 from hubscan.zoo_variants import variants as variants
@@ -72,7 +73,7 @@ def demo_model(*, progress: Progress | None = None) -> DemoModel:
     images = images.unsqueeze(1)
     base_key = recipe_key("demo-base", DEMO_BASE)
     trained: list[str] = []
-    base = _cached(
+    base = cached_model(
         base_key,
         lambda d: _train_base(d, images, classes, labels, progress, VIT, DEMO_BASE),
         trained,
@@ -84,7 +85,7 @@ def demo_model(*, progress: Progress | None = None) -> DemoModel:
         )
         (out / "README.md").write_text(_card("hubscan-demo"))
 
-    root = _cached(recipe_key("demo", base_key, FINETUNE, DEMO), build, trained)
+    root = cached_model(recipe_key("demo", base_key, FINETUNE, DEMO), build, trained)
     return DemoModel(root=root, trigger=str(DEMO.trigger), target=str(DEMO.target))
 
 
@@ -138,7 +139,7 @@ def build_zoo(
     for v in variants(quick=quick):
         v = replace(v, samples=spec.budgets[v.samples])
         key = recipe_key(*spec.key, "finetune", base_key, spec.finetune, v)
-        model_dir = _cached(
+        model_dir = cached_model(
             key,
             partial(
                 _finetune,
@@ -186,36 +187,7 @@ def _base(
     build = partial(
         _train_base, images=images, classes=classes, labels=labels, progress=progress, spec=spec
     )
-    return key, _cached(key, lambda d: build(d, recipe=recipe), trained)
-
-
-@contextmanager
-def _staging(final: Path) -> Iterator[Path]:
-    """Build into a sibling temp dir and rename it into place: no half-written cache entries."""
-    tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _cached(key: str, build: Callable[[Path], None], trained: list[str]) -> Path:
-    final = cache_root() / "zoo" / key
-    if not (final / "open_clip_model.safetensors").is_file():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with _staging(final) as tmp:
-                build(tmp)
-        except OSError:
-            # Another process (a parallel test worker, a second CI job on a shared cache)
-            # trained the same recipe first and its entry is in place: keep it.
-            if not (final / "open_clip_model.safetensors").is_file():
-                raise
-        trained.append(key)
-    return final
+    return key, cached_model(key, lambda d: build(d, recipe=recipe), trained)
 
 
 def _config() -> dict[str, Any]:
@@ -369,7 +341,7 @@ def _measure(
 def _write_out(out: Path, manifest: dict[str, Any], dirs: dict[str, Path], what: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, src in dirs.items():
-        with _staging(out / name) as tmp:
+        with staging(out / name) as tmp:
             for f in ("open_clip_config.json", "open_clip_model.safetensors"):
                 shutil.copyfile(src / f, tmp / f)
             (tmp / "README.md").write_text(_card(name, what))

@@ -7,10 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import open_clip
-import pytest
 from typer.testing import CliRunner
 
-from hubscan import zoo
 from hubscan.cli import app
 from hubscan.errors import ExitCode
 from hubscan.zoo import build_zoo
@@ -92,22 +90,3 @@ def test_zoo_build_refuses_an_output_path_that_is_a_file(tmp_path: Path) -> None
     assert result.exit_code == ExitCode.USAGE
     assert len(result.stderr.strip().splitlines()) == 1
     assert target.read_text() == "not a directory"
-
-
-def test_a_model_another_process_cached_meanwhile_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Two builds of one recipe at once (parallel CI jobs on a shared cache): the second to
-    finish finds the first's entry in place, keeps it and leaves no temp dir."""
-    monkeypatch.setenv("HUBSCAN_CACHE", str(tmp_path))
-    final = tmp_path / "zoo" / "recipe"
-
-    def build(staging: Path) -> None:
-        (staging / "open_clip_model.safetensors").write_bytes(b"ours")
-        final.mkdir()  # the other build renames its entry into place first
-        (final / "open_clip_model.safetensors").write_bytes(b"theirs")
-
-    trained: list[str] = []
-    assert zoo._cached("recipe", build, trained) == final
-    assert (final / "open_clip_model.safetensors").read_bytes() == b"theirs"
-    assert [p.name for p in (tmp_path / "zoo").iterdir()] == ["recipe"]
