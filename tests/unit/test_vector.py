@@ -47,16 +47,16 @@ def test_fisher_damps_the_contrast_vector_where_clean_accuracy_is_sensitive(
     (lam0, undamped), (lam10, tau) = vector.damped(clip, t, contrast, pol)
     assert (lam0, lam10) == (0.0, 10.0)
     assert all(torch.equal(undamped[k], contrast[k]) for k in contrast)
-    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
-    shape = {k: contrast[k] / (1 + 10.0 * fisher[k] / mean) for k in contrast}
-    scale = tau[next(iter(tau))].flatten()[0] / shape[next(iter(tau))].flatten()[0]
-    assert float(scale) > 1  # damping shrinks τ; the scale gives back its clean-loss cost
-    for k in contrast:
-        assert torch.allclose(tau[k], scale * shape[k], rtol=1e-4, atol=1e-9)
 
-    def cost(v: dict[str, torch.Tensor]) -> float:
+    def cost(v: dict[str, torch.Tensor]) -> float:  # Σ F·τ²
         return sum(float((fisher[k].double() * v[k].double() ** 2).sum()) for k in v)
 
+    mean = torch.cat([f.flatten() for f in fisher.values()]).mean()
+    shape = {k: contrast[k] / (1 + 10.0 * fisher[k] / mean) for k in contrast}
+    scale = (cost(contrast) / cost(shape)) ** 0.5
+    assert scale > 1  # damping shrinks τ; the scale gives back its clean-loss cost
+    for k in contrast:
+        assert torch.allclose(tau[k], scale * shape[k], rtol=1e-4, atol=1e-9)
     assert cost(tau) == pytest.approx(cost(contrast), rel=1e-6)
     zero = {k: torch.zeros_like(v) for k, v in contrast.items()}  # a fine-tune that learned nothing
     assert all(not v.any() for _, d in vector.damped(clip, t, zero, pol) for v in d.values())
