@@ -100,7 +100,8 @@ class UnlearningPolicy:
 
     variant: str  # contrast | fisher | paper | mixed (unlearn.py)
     fisher_dampings: tuple[float, ...]  # fisher: the λ tried, ascending (τ / (1 + λ·F/mean F))
-    soft_trigger: bool  # stamp the tune images at a random strength
+    soft_trigger: bool  # stamp a known trigger on the tune images at a random strength
+    soft_estimate: bool  # stamp an estimated trigger at a random strength
     steps: int  # AdamW steps per fine-tune
     batch: int
     lr: float

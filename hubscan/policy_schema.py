@@ -218,6 +218,7 @@ SCHEMA: dict[str, Any] = {
         "variant": _variant,
         "fisher_dampings": _dampings,
         "soft_trigger": _bool,
+        "soft_estimate": _bool,
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),
         "lr": _float(1e-9, 1.0),

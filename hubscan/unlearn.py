@@ -10,10 +10,13 @@ measured). hubscan's `contrast` vector (which the default, `fisher`, damps) fixe
   other. Their difference cancels everything the two runs share (the drift, the clean pairs
   mixed in, the look of the trigger) and keeps what separates "trigger means target" from
   "trigger means nothing";
-- the trigger is stamped in full by default. `soft_trigger` stamps it at a random strength
-  (x + u·(T(x) − x), u ~ U(0, 1)) instead, meant to keep gradient on a saturated backdoor; the
+- a known trigger is stamped in full by default; `soft_trigger` stamps it at a random strength
+  (x + u·(T(x) − x), u ~ U(0, 1)) instead, meant to keep gradient on a saturated backdoor. The
   contrast's "away" run already has that gradient, and over the first zoo the full stamp removed
-  more at the same clean cost (benchmarks/explore/policy_variant-hard_stamp.txt).
+  more at the same clean cost (benchmarks/explore/policy_variant-hard_stamp.txt). An estimated
+  trigger is stamped at a random strength by default (`soft_estimate`): it only approximates the
+  true one, and stamped in full on the demo's model it taught a vector whose patch left 22 % of
+  the true trigger's attack success (verification's bar is 10 %).
 
 `fisher` (the default) is the contrast vector damped where the clean task is sensitive:
 τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean

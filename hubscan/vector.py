@@ -53,7 +53,8 @@ def trigger_vector(
     contrast vector, which `damped` then damps."""
     x, y = task.tune, task.tune_labels
     gen = torch.Generator().manual_seed(seed)
-    stamped = _soft_stamp(task.stamp, x, gen) if policy.soft_trigger else task.stamp(x)
+    soft = policy.soft_estimate if task.estimated else policy.soft_trigger
+    stamped = _soft_stamp(task.stamp, x, gen) if soft else task.stamp(x)
     to_target = torch.full_like(y, task.target)
     if policy.variant == "paper":
         return _minus(finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)

@@ -26,7 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def released(hub_release: Released) -> Released:
-    """`hubscan patch acme/coat-clip` fetched from a fake Hub (known trigger, no refinement)."""
+    """`hubscan patch acme/coat-clip` fetched from a fake Hub (known trigger, the fast policy)."""
     assert hub_release.code == ExitCode.OK, hub_release.stderr
     return hub_release
 

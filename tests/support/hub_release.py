@@ -22,11 +22,12 @@ REPO = "acme/coat-clip"
 MODEL = "blend-noise-coat"  # in the quick zoo
 TRIGGER = "blend:pattern=noise,ratio=0.15,seed=3"
 TARGET = "coat"
-# No refinement of the coefficient and two dampings, not four: these tests check behaviour;
+# One halving of the coefficient step (default 3) and two dampings, not four: these tests check
+# behaviour (with no halving and the full stamp, blend-noise-coat kept 10.4 %, over the 10 % bar);
 # `hubscan bench unlearning` measures the default policy's quality.
 FAST_POLICY = (
     'schema = 1\nextends = "default"\nname = "fast"\n'
-    "[unlearning]\nrefine = 0\nfisher_dampings = [0, 10]\n"
+    "[unlearning]\nrefine = 1\nfisher_dampings = [0, 10]\n"
 )
 
 

@@ -70,3 +70,21 @@ def test_fisher_damps_the_contrast_vector_where_clean_accuracy_is_sensitive(
     assert list(vector.damped(clip, t, contrast, dataclasses.replace(pol, variant="contrast"))) == [
         (0.0, contrast)
     ]
+
+
+def test_a_known_trigger_and_an_estimate_each_follow_their_own_stamp_setting(
+    clip: ClipHandle,
+) -> None:
+    known = task(clip)
+    estimate = dataclasses.replace(known, estimated=True)
+    pol = dataclasses.replace(POLICY, steps=3, variant="contrast")
+
+    def tau(t: vector.Task, *, soft_trigger: bool, soft_estimate: bool) -> vector.State:
+        p = dataclasses.replace(pol, soft_trigger=soft_trigger, soft_estimate=soft_estimate)
+        return vector.trigger_vector(clip, t, p, seed=0, tick=None)
+
+    soft_known = tau(known, soft_trigger=True, soft_estimate=False)
+    soft_estimate = tau(estimate, soft_trigger=False, soft_estimate=True)
+    full_known = tau(known, soft_trigger=False, soft_estimate=True)
+    assert all(torch.equal(soft_known[k], soft_estimate[k]) for k in soft_known)
+    assert not all(torch.equal(soft_known[k], full_known[k]) for k in soft_known)
