@@ -1,0 +1,93 @@
+"""The audit's warp search at a smaller flow budget (issue 4, exploration).
+
+warp_separation.py showed that at the default `warp_pixels` (2 px mean displacement) a long
+warp search sends as many probes of a clean model to a natural "sink" class (bag, sandal) as a
+warp backdoor's to its target. First, how the zoo's warp triggers (`warp:strength=6,grid=4`)
+fire at lower strengths, on their own model, the other warp's and four clean ones (attack
+success on 400 probes). Then it runs the audit itself (`pipeline.audit`, warp
+family only, the default policy with the given detection fields replaced) on the two warp
+backdoors, three other backdoors and the 12 clean models at two seeds, and prints each audit's
+held-out score and target, the screen's Neural Cleanse anomaly index (target vs median class
+success) and the image passes spent.
+
+    HF_HUB_OFFLINE=1 python benchmarks/explore/warp_budget.py /tmp/zoo-final \\
+        warp_pixels=1.0 >> benchmarks/explore/warp_budget.txt
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from hubscan import pipeline
+from hubscan.model import load_clip
+from hubscan.pipeline import audit
+from hubscan.policy import load_policy
+from hubscan.triggers import WarpTrigger
+
+MODELS = (
+    "warp-boot",
+    "warp-trouser",
+    "patch-white-br-bag",
+    "blend-noise-coat",
+    "sinusoid-bag",
+    *(f"clean-{i:02d}" for i in range(1, 13)),
+)
+SEEDS = 2
+WARPS = {"warp-boot": (1, "ankle boot"), "warp-trouser": (2, "trouser")}  # seed, target
+
+
+def strengths(zoo: Path) -> None:
+    det = dataclasses.replace(load_policy("default").detection, probe_images=400, holdout_images=0)
+    labels, images = pipeline._detection_inputs("fashion-mnist", "default", det, 0)
+    print("attack success of each zoo warp at strength 1, 2, 3, 4, 6 (its own: 6)")
+    for name in (*WARPS, "clean-01", "clean-02", "clean-03", "clean-04"):
+        clip = load_clip(zoo / name)
+        head = clip.zero_shot_head(labels.classes, labels.templates)
+        cells = []
+        with torch.no_grad():
+            clean = (clip.encode_images(images) @ head.T).argmax(1)
+            for trigger, (seed, target) in WARPS.items():
+                t = labels.classes.index(target)
+                rates = []
+                for strength in (1, 2, 3, 4, 6):
+                    stamped = WarpTrigger(strength, 4, seed).apply(images)
+                    pred = (clip.encode_images(stamped) @ head.T).argmax(1)
+                    rates.append(f"{float((pred[clean != t] == t).float().mean()):.2f}")
+                cells.append(f"{trigger} " + " ".join(rates))
+        print(f"{name:13s} " + "   ".join(cells), flush=True)
+
+
+def main(zoo: Path, spec: str) -> None:
+    strengths(zoo)
+    policy = load_policy("default")
+    fields: dict[str, float | int] = {}
+    for item in filter(None, spec.split(",")):
+        key, value = item.split("=")
+        fields[key] = float(value) if "." in value else int(value)
+    det = dataclasses.replace(policy.detection, families=("warp",), **fields)  # type: ignore[arg-type]
+    policy = dataclasses.replace(policy, detection=det)
+    print(f"warp family only, {spec or 'default'}; zoo {zoo}")
+    for name in MODELS:
+        for seed in range(SEEDS):
+            start = time.perf_counter()
+            report = audit(
+                str(zoo / name), policy=policy, labels="fashion-mnist", seed=seed, use_cache=False
+            )
+            assert report.detection is not None
+            family = report.detection.families[0]
+            anomaly = family.confirmation
+            print(
+                f"{name:20s} seed {seed}  score {family.score:.2f} {family.target:11s} "
+                f"anomaly {anomaly.anomaly_index:6.2f}  passes {report.detection.budget.passes}  "
+                f"{time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
