@@ -22,24 +22,54 @@ from pathlib import Path
 import torch
 
 from hubscan import pipeline, search, shapes
-from hubscan.model import load_clip
+from hubscan.model import ClipHandle, load_clip
 from hubscan.policy import load_policy
+from hubscan.probes import LabelSet
 
 MODELS = ("warp-boot", "warp-trouser", "clean-01", "clean-02", "clean-03", "clean-07")
 PIXELS, STEPS, BATCH, POOL, HELD_OUT = 2.0, 100, 16, 128, 128
 
 
-def main(zoo: Path) -> None:
-    torch.manual_seed(0)
+def inputs(
+    zoo: Path, pool: int, held_out: int
+) -> tuple[LabelSet, torch.Tensor, torch.Tensor, dict[str, str | None]]:
+    """The label set, the optimization pool and the held-out probes (the audit's probe draw at
+    seed 0), and each zoo model's true target."""
     det = dataclasses.replace(
-        load_policy("default").detection, probe_images=POOL, holdout_images=HELD_OUT
+        load_policy("default").detection, probe_images=pool, holdout_images=held_out
     )
     labels, images = pipeline._detection_inputs("fashion-mnist", "default", det, 0)
-    pool, held_out = images[:POOL], images[POOL:]
     truth = {
         m["name"]: m.get("target")
         for m in json.loads((zoo / "manifest.json").read_text())["models"]
     }
+    return labels, images[:pool], images[pool:], truth
+
+
+def every_class(
+    clip: ClipHandle, labels: LabelSet, pool: torch.Tensor, *, pixels: float, steps: int, batch: int
+) -> tuple[search.Candidates, shapes.Warp, list[torch.Tensor]]:
+    """One warp flow per class of the label set, optimized together: `steps` Adam steps, each
+    on `batch` fresh images of the pool."""
+    head = clip.zero_shot_head(labels.classes, labels.templates)
+    cands = search.Candidates(
+        clip=clip, head=head, counter=search.Counter(deadline=time.perf_counter() + 3600)
+    )
+    clean = search.predict(cands, pool)
+    shape = shapes.Warp(pixels)
+    targets = torch.arange(len(labels.classes))
+    gen = torch.Generator().manual_seed(0)
+    params = [p.requires_grad_() for p in shape.params(len(targets), 1, *pool.shape[2:], gen)]
+    opt = torch.optim.Adam(params, lr=0.1)
+    for _ in range(steps):
+        pick = torch.randperm(len(pool), generator=gen)[:batch]
+        search._step(cands, shape, params, opt, pool[pick], targets, clean=clean[pick], hard=True)
+    return cands, shape, params
+
+
+def main(zoo: Path) -> None:
+    torch.manual_seed(0)
+    labels, pool, held_out, truth = inputs(zoo, POOL, HELD_OUT)
     print(
         f"warp search: {PIXELS} px mean displacement, {STEPS} steps of {BATCH} images from {POOL}, "
         f"scored on {HELD_OUT} held-out probes; zoo {zoo}"
@@ -47,21 +77,11 @@ def main(zoo: Path) -> None:
     for name in MODELS:
         start = time.perf_counter()
         clip = load_clip(zoo / name)
-        head = clip.zero_shot_head(labels.classes, labels.templates)
-        cands = search.Candidates(
-            clip=clip, head=head, counter=search.Counter(deadline=time.perf_counter() + 3600)
+        cands, shape, params = every_class(
+            clip, labels, pool, pixels=PIXELS, steps=STEPS, batch=BATCH
         )
-        clean, held_clean = search.predict(cands, pool), search.predict(cands, held_out)
-        shape = shapes.Warp(PIXELS)
+        held_clean = search.predict(cands, held_out)
         targets = torch.arange(len(labels.classes))
-        gen = torch.Generator().manual_seed(0)
-        params = [p.requires_grad_() for p in shape.params(len(targets), 1, *pool.shape[2:], gen)]
-        opt = torch.optim.Adam(params, lr=0.1)
-        for _ in range(STEPS):
-            pick = torch.randperm(POOL, generator=gen)[:BATCH]
-            search._step(
-                cands, shape, params, opt, pool[pick], targets, clean=clean[pick], hard=True
-            )
         shares, _ = search._held_out(cands, shape, params, held_out, held_clean, targets)
         ranked = sorted(zip(shares.tolist(), labels.classes, strict=True), reverse=True)
         top = ", ".join(f"{c} {s:.2f}" for s, c in ranked[:4])

@@ -14,53 +14,34 @@ the fraction of sources at 0.5 or more.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from warp_separation import every_class, inputs  # this folder: run as a script
 
-from hubscan import pipeline, search, shapes
+from hubscan import search
 from hubscan.model import load_clip
-from hubscan.policy import load_policy
 
 MODELS = ("warp-boot", "warp-trouser", *(f"clean-{i:02d}" for i in range(1, 7)))
 PIXELS, STEPS, BATCH, POOL, HELD_OUT = 1.0, 100, 16, 64, 200
 
 
 def main(zoo: Path) -> None:
-    det = dataclasses.replace(
-        load_policy("default").detection, probe_images=POOL, holdout_images=HELD_OUT
-    )
-    labels, images = pipeline._detection_inputs("fashion-mnist", "default", det, 0)
-    pool, held_out = images[:POOL], images[POOL:]
-    truth = {
-        m["name"]: m.get("target")
-        for m in json.loads((zoo / "manifest.json").read_text())["models"]
-    }
+    labels, pool, held_out, truth = inputs(zoo, POOL, HELD_OUT)
+    k = len(labels.classes)
     print(f"warp {PIXELS} px, {STEPS} steps of {BATCH} from {POOL}, {HELD_OUT} held out; {zoo}")
     for name in MODELS:
         start = time.perf_counter()
         clip = load_clip(zoo / name)
-        head = clip.zero_shot_head(labels.classes, labels.templates)
-        cands = search.Candidates(
-            clip=clip, head=head, counter=search.Counter(deadline=time.perf_counter() + 3600)
+        cands, shape, params = every_class(
+            clip, labels, pool, pixels=PIXELS, steps=STEPS, batch=BATCH
         )
-        clean, held_clean = search.predict(cands, pool), search.predict(cands, held_out)
-        shape, k = shapes.Warp(PIXELS), len(labels.classes)
-        gen = torch.Generator().manual_seed(0)
-        params = [p.requires_grad_() for p in shape.params(k, 1, *pool.shape[2:], gen)]
-        opt = torch.optim.Adam(params, lr=0.1)
-        for _ in range(STEPS):
-            pick = torch.randperm(POOL, generator=gen)[:BATCH]
-            search._step(
-                cands, shape, params, opt, pool[pick], torch.arange(k), clean=clean[pick], hard=True
-            )
+        held_clean = search.predict(cands, held_out)
         with torch.no_grad():
             stamped = shape.stamp(held_out, params)
-            preds = (clip.encode_images(stamped) @ head.T).argmax(1).view(k, -1)
+            preds = (clip.encode_images(stamped) @ cands.head.T).argmax(1).view(k, -1)
         rows = []
         for c in range(k):
             moved = held_clean != c
