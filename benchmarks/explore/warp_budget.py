@@ -4,14 +4,14 @@ warp_separation.py showed that at the default `warp_pixels` (2 px mean displacem
 warp search sends as many probes of a clean model to a natural "sink" class (bag, sandal) as a
 warp backdoor's to its target. First, how the zoo's warp triggers (`warp:strength=6,grid=4`)
 fire at lower strengths, on their own model, the other warp's and four clean ones (attack
-success on 400 probes). Then it runs the audit itself (`pipeline.audit`, warp
-family only, the default policy with the given detection fields replaced) on the two warp
+success on 400 probes). Then, for each SPEC, it runs the audit itself (`pipeline.audit`, warp
+family only, the default policy with SPEC's detection fields replaced) on the two warp
 backdoors, three other backdoors and the 12 clean models at two seeds, and prints each audit's
 held-out score and target, the screen's Neural Cleanse anomaly index (target vs median class
 success) and the image passes spent.
 
-    HF_HUB_OFFLINE=1 python benchmarks/explore/warp_budget.py /tmp/zoo-final \\
-        warp_pixels=1.0 >> benchmarks/explore/warp_budget.txt
+    HF_HUB_OFFLINE=1 python benchmarks/explore/warp_budget.py /tmp/zoo-final warp_pixels=1.0 \\
+        warp_pixels=1.0,probe_images=32 > benchmarks/explore/warp_budget.txt
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+from policy_variant import parse  # this folder: run as a script
+from warp_separation import inputs
 
-from hubscan import pipeline
 from hubscan.model import load_clip
 from hubscan.pipeline import audit
 from hubscan.policy import load_policy
@@ -42,8 +43,7 @@ WARPS = {"warp-boot": (1, "ankle boot"), "warp-trouser": (2, "trouser")}  # seed
 
 
 def strengths(zoo: Path) -> None:
-    det = dataclasses.replace(load_policy("default").detection, probe_images=400, holdout_images=0)
-    labels, images = pipeline._detection_inputs("fashion-mnist", "default", det, 0)
+    labels, images, _, _ = inputs(zoo, 400, 0)
     print("attack success of each zoo warp at strength 1, 2, 3, 4, 6 (its own: 6)")
     for name in (*WARPS, "clean-01", "clean-02", "clean-03", "clean-04"):
         clip = load_clip(zoo / name)
@@ -62,14 +62,15 @@ def strengths(zoo: Path) -> None:
         print(f"{name:13s} " + "   ".join(cells), flush=True)
 
 
-def main(zoo: Path, spec: str) -> None:
+def main(zoo: Path, specs: list[str]) -> None:
     strengths(zoo)
+    for spec in specs or [""]:
+        audits(zoo, spec)
+
+
+def audits(zoo: Path, spec: str) -> None:
     policy = load_policy("default")
-    fields: dict[str, float | int] = {}
-    for item in filter(None, spec.split(",")):
-        key, value = item.split("=")
-        fields[key] = float(value) if "." in value else int(value)
-    det = dataclasses.replace(policy.detection, families=("warp",), **fields)  # type: ignore[arg-type]
+    det = dataclasses.replace(policy.detection, families=("warp",), **parse(spec))
     policy = dataclasses.replace(policy, detection=det)
     print(f"warp family only, {spec or 'default'}; zoo {zoo}")
     for name in MODELS:
@@ -90,4 +91,4 @@ def main(zoo: Path, spec: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
+    main(Path(sys.argv[1]), sys.argv[2:])

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,11 +47,30 @@ def inputs(
     return labels, images[:pool], images[pool:], truth
 
 
+@dataclass(frozen=True)
+class Searched:
+    """A model's warp flows, one per class, and its clean predictions on the held-out probes."""
+
+    clip: ClipHandle
+    cands: search.Candidates
+    shape: shapes.Warp
+    params: list[torch.Tensor]
+    held_clean: torch.Tensor
+
+
 def every_class(
-    clip: ClipHandle, labels: LabelSet, pool: torch.Tensor, *, pixels: float, steps: int, batch: int
-) -> tuple[search.Candidates, shapes.Warp, list[torch.Tensor]]:
+    model: Path,
+    labels: LabelSet,
+    pool: torch.Tensor,
+    held_out: torch.Tensor,
+    *,
+    pixels: float,
+    steps: int,
+    batch: int,
+) -> Searched:
     """One warp flow per class of the label set, optimized together: `steps` Adam steps, each
     on `batch` fresh images of the pool."""
+    clip = load_clip(model)
     head = clip.zero_shot_head(labels.classes, labels.templates)
     cands = search.Candidates(
         clip=clip, head=head, counter=search.Counter(deadline=time.perf_counter() + 3600)
@@ -64,7 +84,7 @@ def every_class(
     for _ in range(steps):
         pick = torch.randperm(len(pool), generator=gen)[:batch]
         search._step(cands, shape, params, opt, pool[pick], targets, clean=clean[pick], hard=True)
-    return cands, shape, params
+    return Searched(clip, cands, shape, params, search.predict(cands, held_out))
 
 
 def main(zoo: Path) -> None:
@@ -76,13 +96,9 @@ def main(zoo: Path) -> None:
     )
     for name in MODELS:
         start = time.perf_counter()
-        clip = load_clip(zoo / name)
-        cands, shape, params = every_class(
-            clip, labels, pool, pixels=PIXELS, steps=STEPS, batch=BATCH
-        )
-        held_clean = search.predict(cands, held_out)
+        r = every_class(zoo / name, labels, pool, held_out, pixels=PIXELS, steps=STEPS, batch=BATCH)
         targets = torch.arange(len(labels.classes))
-        shares, _ = search._held_out(cands, shape, params, held_out, held_clean, targets)
+        shares, _ = search._held_out(r.cands, r.shape, r.params, held_out, r.held_clean, targets)
         ranked = sorted(zip(shares.tolist(), labels.classes, strict=True), reverse=True)
         top = ", ".join(f"{c} {s:.2f}" for s, c in ranked[:4])
         print(

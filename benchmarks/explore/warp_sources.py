@@ -21,9 +21,6 @@ from pathlib import Path
 import torch
 from warp_separation import every_class, inputs  # this folder: run as a script
 
-from hubscan import search
-from hubscan.model import load_clip
-
 MODELS = ("warp-boot", "warp-trouser", *(f"clean-{i:02d}" for i in range(1, 7)))
 PIXELS, STEPS, BATCH, POOL, HELD_OUT = 1.0, 100, 16, 64, 200
 
@@ -34,14 +31,11 @@ def main(zoo: Path) -> None:
     print(f"warp {PIXELS} px, {STEPS} steps of {BATCH} from {POOL}, {HELD_OUT} held out; {zoo}")
     for name in MODELS:
         start = time.perf_counter()
-        clip = load_clip(zoo / name)
-        cands, shape, params = every_class(
-            clip, labels, pool, pixels=PIXELS, steps=STEPS, batch=BATCH
-        )
-        held_clean = search.predict(cands, held_out)
+        r = every_class(zoo / name, labels, pool, held_out, pixels=PIXELS, steps=STEPS, batch=BATCH)
+        held_clean = r.held_clean
         with torch.no_grad():
-            stamped = shape.stamp(held_out, params)
-            preds = (clip.encode_images(stamped) @ cands.head.T).argmax(1).view(k, -1)
+            stamped = r.shape.stamp(held_out, r.params)
+            preds = (r.clip.encode_images(stamped) @ r.cands.head.T).argmax(1).view(k, -1)
         rows = []
         for c in range(k):
             moved = held_clean != c
