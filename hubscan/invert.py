@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import torch
 
-from hubscan import search
 from hubscan.errors import ProbeError
 from hubscan.model import ClipHandle
 from hubscan.policy import DetectionPolicy
@@ -43,7 +42,6 @@ class Outcome:
 
     detection: Detection
     estimates: dict[str, Trigger]  # family -> the estimated trigger of its best candidate
-    params: dict[str, list[torch.Tensor]]  # family -> that candidate's parameters (for polish)
 
 
 def detect(
@@ -108,48 +106,7 @@ def detect(
             max_seconds=policy.max_seconds,
         ),
     )
-    return Outcome(
-        detection=detection,
-        estimates={r.family: r.trigger for r in results},
-        params={r.family: r.params for r in results},
-    )
-
-
-def polish(
-    clip: ClipHandle,
-    outcome: Outcome,
-    images: torch.Tensor,
-    *,
-    classes: Sequence[str],
-    templates: Sequence[str],
-    policy: DetectionPolicy,
-    steps: int,
-    batch: int,
-    scale: float = 1.0,
-    seed: int = 0,
-    tick: Tick | None = None,
-) -> Trigger:
-    """The flagged shape's estimate, optimized further toward the suspected target on `images`
-    (search.polish); `steps` = 0 returns the search's own estimate."""
-    det = outcome.detection
-    if det.family is None:
-        raise ValueError("polish needs a flagged detection")
-    if steps == 0:
-        return outcome.estimates[det.family]
-    head = clip.zero_shot_head(classes, templates)
-    counter = Counter(deadline=time.perf_counter() + policy.max_seconds)
-    return search.polish(
-        Candidates(clip=clip, head=head, counter=counter, tick=tick),
-        det.family,
-        outcome.params[det.family],
-        images,
-        classes.index(det.suspected_target),
-        policy,
-        steps=steps,
-        batch=batch,
-        scale=scale,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    return Outcome(detection=detection, estimates={r.family: r.trigger for r in results})
 
 
 def decide(scores: Sequence[FamilyScore]) -> tuple[Verdict, FamilyScore]:
@@ -210,4 +167,4 @@ def _anomaly(screen: torch.Tensor, target: int, classes: Sequence[str]) -> Confi
     )
 
 
-__all__ = ["Outcome", "decide", "detect", "polish"]
+__all__ = ["Outcome", "decide", "detect"]

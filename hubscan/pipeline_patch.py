@@ -188,24 +188,8 @@ def _detect(
     run = dataclasses.replace(run, detection=detection)
     if detection.verdict is not Verdict.FAIL or detection.family is None:
         return run, None
-    from hubscan.invert import polish
-
-    steps = policy.unlearning.estimate_steps
-    polished = polish(
-        inputs.clip,
-        outcome,
-        images,
-        classes=classes,
-        templates=inputs.label_set.templates,
-        policy=policy.detection,
-        steps=steps,
-        batch=policy.unlearning.batch,
-        scale=policy.unlearning.estimate_budget,
-        seed=seed,
-        tick=None if bars is None or steps == 0 else bars("polishing the estimate", steps),
-    )
     found = _Target(
-        trigger=polished,
+        trigger=outcome.estimates[detection.family],
         spec=f"inverted:file={TRIGGER_NAME}",
         target=classes.index(detection.suspected_target),
         estimated=True,

@@ -102,8 +102,6 @@ class UnlearningPolicy:
     fisher_dampings: tuple[float, ...]  # fisher: the λ tried, ascending (τ / (1 + λ·F/mean F))
     soft_trigger: bool  # stamp a known trigger on the tune images at a random strength
     soft_estimate: bool  # stamp an estimated trigger at a random strength
-    estimate_steps: int  # steps polishing the audit's estimate on the tune split (0: as found)
-    estimate_budget: float  # ...within this multiple of the detection budget
     steps: int  # AdamW steps per fine-tune
     batch: int
     lr: float

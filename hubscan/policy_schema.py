@@ -219,8 +219,6 @@ SCHEMA: dict[str, Any] = {
         "fisher_dampings": _dampings,
         "soft_trigger": _bool,
         "soft_estimate": _bool,
-        "estimate_steps": _int(0, 100_000),
-        "estimate_budget": _float(0.1, 100.0),
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),
         "lr": _float(1e-9, 1.0),

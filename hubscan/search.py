@@ -65,7 +65,6 @@ class FamilyResult:
     best_share: float  # held-out share of probes sent to best_target
     screen: torch.Tensor  # (K,) mean target probability of every class in the screen
     trigger: Trigger
-    params: list[torch.Tensor]  # the best candidate's parameters (a leading dimension of 1)
 
 
 def rounds(k: int, policy: DetectionPolicy) -> int:
@@ -141,38 +140,7 @@ def search_family(
         best_share=float(shares[best]),
         screen=first if first is not None else torch.zeros(k),
         trigger=shape.trigger(params, best, h, w),
-        params=[p[best : best + 1].detach() for p in params],
     )
-
-
-def polish(
-    cands: Candidates,
-    family: str,
-    params: list[torch.Tensor],
-    images: torch.Tensor,
-    target: int,
-    policy: DetectionPolicy,
-    *,
-    steps: int,
-    batch: int,
-    scale: float = 1.0,
-    generator: torch.Generator,
-) -> Trigger:
-    """One candidate (`params`, from search_family) optimized further toward `target`: `steps`
-    Adam steps, each on `batch` fresh images, under the same budget. The search fits its
-    trigger to a dozen images, enough to judge a model; the patch step removes what the
-    estimate does, and an estimate fitted to many images is nearer the true trigger."""
-    shape = shape_of(family, policy).scaled(scale)
-    params = [p.detach().clone().requires_grad_() for p in params]
-    opt = torch.optim.Adam(params, lr=_LRS[family])
-    clean = predict(cands, images)
-    goal = torch.tensor([target])
-    for _ in range(steps):
-        pick = torch.randperm(len(images), generator=generator)[:batch]
-        _step(cands, shape, params, opt, images[pick], goal, clean=clean[pick])
-        _tick(cands)
-    _, _, h, w = images.shape
-    return shape.trigger(params, 0, h, w)
 
 
 def _screen(

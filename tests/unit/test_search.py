@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from hubscan.errors import BudgetExhausted, ProbeError
-from hubscan.estimates import AdditiveTrigger
 from hubscan.invert import detect
 from hubscan.model import ClipHandle, load_clip
 from hubscan.policy import DetectionPolicy, load_policy
@@ -21,7 +20,6 @@ from hubscan.search import (
     Counter,
     budget_schedule,
     planned_steps,
-    polish,
     predict,
     rounds,
     search_family,
@@ -111,44 +109,6 @@ def test_the_search_counts_its_passes_and_ticks_exactly_the_planned_steps(
     assert counter.forwards == 4 + 8 + 3 * 8  # clean predictions, then the held-out scoring
     assert 0.0 <= result.best_share <= 1.0
     assert result.screen.shape == (len(CLASSES),)
-
-
-def test_polish_moves_an_estimate_toward_its_target_within_the_budget(clip: ClipHandle) -> None:
-    policy = small()
-    ticks: list[int] = []
-    counter = Counter(deadline=time.perf_counter() + 600)
-    head = clip.zero_shot_head(CLASSES, TEMPLATES)
-    cands = Candidates(clip=clip, head=head, counter=counter, tick=ticks.append)
-    images = probes(32)
-    start = [torch.zeros((1, 1, 16, 16))]  # the blend shape's parameters: no perturbation yet
-    target = 2
-
-    def target_probability(delta: torch.Tensor) -> float:
-        with torch.no_grad():
-            logits = (
-                clip.model.logit_scale.exp()
-                * clip.encode_images((images + delta).clamp(0, 1))
-                @ head.T
-            )
-        return float(logits.softmax(dim=-1)[:, target].mean())
-
-    trigger = polish(
-        cands,
-        "blend",
-        start,
-        images,
-        target,
-        policy,
-        steps=5,
-        batch=8,
-        generator=torch.Generator().manual_seed(0),
-    )
-    assert isinstance(trigger, AdditiveTrigger)
-    delta = trigger.delta
-    assert float(delta.abs().max()) <= policy.blend_linf + 1e-6
-    assert target_probability(delta) > target_probability(torch.zeros_like(delta))
-    assert ticks == [1] * 5
-    assert counter.passes == 5 * 8 and counter.forwards == 32  # the clean predictions once
 
 
 def test_detect_reports_a_verdict_per_family_and_its_budget(clip: ClipHandle) -> None:
