@@ -9,7 +9,11 @@ models named on the command line, and prints one line each.
         > benchmarks/explore/tower_estimated.txt
 
 (The committed .txt appends a second run's lines, on patch-checker-bl-trouser sinusoid-tshirt
-sinusoid-bag.)
+sinusoid-bag.) `--policy=NAME` first audits and patches under another policy, e.g. `strict`,
+which searches warp triggers too:
+
+    HF_HUB_OFFLINE=1 python benchmarks/explore/tower_estimated.py --policy=strict \\
+        /tmp/zoo-final warp-boot warp-trouser > benchmarks/explore/strict_estimated.txt
 """
 
 from __future__ import annotations
@@ -23,10 +27,10 @@ from hubscan import bench_unlearning
 from hubscan.policy import load_policy
 
 
-def main(zoo: Path, names: list[str]) -> None:
+def main(zoo: Path, names: list[str], policy_name: str = "default") -> None:
     models = {m["name"]: m for m in json.loads((zoo / "manifest.json").read_text())["models"]}
-    policy = load_policy("default")
-    print(f"TBAR, estimated trigger, default policy; zoo {zoo}; test split, true trigger")
+    policy = load_policy(policy_name)
+    print(f"TBAR, estimated trigger, {policy_name} policy; zoo {zoo}; test split, true trigger")
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
             r = bench_unlearning._tbar(zoo / name, models[name], policy, Path(scratch), True, None)
@@ -46,4 +50,8 @@ def main(zoo: Path, names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    args = sys.argv[1:]
+    if args[0].startswith("--policy="):
+        main(Path(args[1]), args[2:], args[0].removeprefix("--policy="))
+    else:
+        main(Path(args[0]), args[1:])
