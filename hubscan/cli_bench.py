@@ -119,6 +119,7 @@ def bench_gate(
 
     def body() -> int:
         command = f"hubscan bench gate --zoo {zoo} --models {models} --runs {runs}"
+        command += _policy_flag(policy)
         r = bench_gate.run_gate_bench(
             zoo=zoo, models=models, runs=runs, policy=policy, out=out, command=command
         )
@@ -151,7 +152,7 @@ def bench_detection(
         chosen = None if label_free else labels
         command = f"hubscan bench detection --zoo {zoo}" + (" --label-free" if label_free else "")
         command += f" --seeds {seeds}" if seeds > 1 else ""
-        command += "" if policy == "default" else f" --policy {policy}"
+        command += _policy_flag(policy)
         with progress_bars() as bars:
             tick = bars("audits", _zoo_size(zoo) * seeds)
             result = bench_detection.run_detection_bench(
@@ -195,7 +196,9 @@ def bench_unlearning(
                 zoos=zoo,
                 out=out,
                 policy=load_policy(policy),
-                command="hubscan bench unlearning " + " ".join(f"--zoo {z}" for z in zoo),
+                command="hubscan bench unlearning "
+                + " ".join(f"--zoo {z}" for z in zoo)
+                + _policy_flag(policy),
                 tick=lambda name: tick(1),
             )
         for z in result["zoos"]:
@@ -258,6 +261,7 @@ def bench_perf(
 
     def body() -> int:
         command = f"hubscan bench perf --zoo {zoo} --model {model}" + ("" if vit else " --no-vit")
+        command += _policy_flag(policy)
         result = bench_perf.run_perf_bench(
             zoo=zoo, model=model, out=out, policy=load_policy(policy), command=command, vit=vit
         )
@@ -268,6 +272,11 @@ def bench_perf(
         return ExitCode.OK
 
     run_command(body, debug=False)
+
+
+def _policy_flag(policy: str) -> str:
+    """The `--policy` a benchmark page's command needs to be rerun as it was (none: default)."""
+    return "" if policy == "default" else f" --policy {policy}"
 
 
 def _zoo_build_flags(zoo: Path) -> str:
