@@ -4,13 +4,12 @@ The zoo's two warps (`warp:strength=6,grid=4`: 2.1 px mean, 7 px largest displac
 28 px image) are found by no budget of the audit's warp search with a margin: at 2 px clean
 models' natural "sinks" (bag, sandal) take as many probes, at 1 px and below the backdoors score
 little above clean models (warp_budget.txt, warp_separation.txt). Is that the family or these
-two triggers? This script
-fine-tunes eight more warp backdoors from the first zoo's base, exactly as the zoo fine-tunes
-its own (zoo._finetune; cached under ~/.cache/hubscan/zoo like them), with other grids, seeds,
-targets and strengths, among them WaNet-like subtle ones (strength 1-3: 0.35-1 px mean);
-prints each one's clean accuracy and attack success on 2,000 test images; then runs the audit
-with the warp family only (warp_budget.audits) for each SPEC on these eight, the zoo's two
-warps and the 12 clean models, at two seeds.
+two triggers? This script fine-tunes eight more warp backdoors from the first zoo's base,
+exactly as the zoo fine-tunes its own (zoo._finetune; cached under ~/.cache/hubscan/zoo like
+them), with other grids, seeds, targets and strengths, among them WaNet-like subtle ones
+(strength 1-3: 0.35-1 px mean); prints each one's clean accuracy and attack success on 2,000
+test images; then runs the audit with the warp family only (warp_budget.audits) for each SPEC
+on these eight, the zoo's two warps and the 12 clean models, at two seeds.
 
     HF_HUB_OFFLINE=1 python benchmarks/explore/warp_strength.py /tmp/zoo-final \\
         warp_pixels=0.5 warp_pixels=0.7 warp_pixels=1.0 warp_pixels=2.0 \\
