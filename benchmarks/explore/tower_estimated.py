@@ -14,6 +14,8 @@ which searches warp triggers too:
 
     HF_HUB_OFFLINE=1 python benchmarks/explore/tower_estimated.py --policy=strict \\
         /tmp/zoo-final warp-boot warp-trouser > benchmarks/explore/strict_estimated.txt
+
+(and with /tmp/zoo-tower > benchmarks/explore/tower_strict_estimated.txt).
 """
 
 from __future__ import annotations
