@@ -102,6 +102,7 @@ class UnlearningPolicy:
     fisher_dampings: tuple[float, ...]  # fisher: the λ tried, ascending (τ / (1 + λ·F/mean F))
     soft_trigger: bool  # stamp a known trigger on the tune images at a random strength
     soft_estimate: bool  # stamp an estimated trigger at a random strength
+    estimate_gain: float  # an estimated trigger's strength is multiplied by this (images clamped)
     steps: int  # AdamW steps per fine-tune
     batch: int
     lr: float

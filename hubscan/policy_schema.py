@@ -219,6 +219,7 @@ SCHEMA: dict[str, Any] = {
         "fisher_dampings": _dampings,
         "soft_trigger": _bool,
         "soft_estimate": _bool,
+        "estimate_gain": _float(0.1, 10.0),
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),
         "lr": _float(1e-9, 1.0),

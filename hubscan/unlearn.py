@@ -16,7 +16,10 @@ measured). hubscan's `contrast` vector (which the default, `fisher`, damps) fixe
   more at the same clean cost (benchmarks/explore/policy_variant-hard_stamp.txt). An estimated
   trigger is stamped at a random strength by default (`soft_estimate`): it only approximates the
   true one, and stamped in full on the demo's model it taught a vector whose patch left 22 % of
-  the true trigger's attack success (verification's bar is 10 %).
+  the true trigger's attack success (verification's bar is 10 %). Its strength is also
+  multiplied by `estimate_gain` (default 2, images clamped to [0, 1]): the audit's budgets cap
+  the estimate below the trigger it stands for (blend_linf 0.08 against the first zoo's 0.2
+  checker blend), and extrapolating its change teaches the vector the stronger trigger.
 
 `fisher` (the default) is the contrast vector damped where the clean task is sensitive:
 τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean

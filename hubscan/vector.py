@@ -54,7 +54,8 @@ def trigger_vector(
     x, y = task.tune, task.tune_labels
     gen = torch.Generator().manual_seed(seed)
     soft = policy.soft_estimate if task.estimated else policy.soft_trigger
-    stamped = _soft_stamp(task.stamp, x, gen) if soft else task.stamp(x)
+    gain = policy.estimate_gain if task.estimated else 1.0
+    stamped = _stamp(task.stamp, x, gen, soft=soft, gain=gain)
     to_target = torch.full_like(y, task.target)
     if policy.variant == "paper":
         return _minus(finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)
@@ -146,9 +147,17 @@ def _minus(a: tuple[State, State], b: tuple[State, State] | None) -> State:
     return {k: tuned[k] - other[k] for k in tuned}
 
 
-def _soft_stamp(stamp: Stamp, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    strength = torch.rand(len(x), 1, 1, 1, generator=gen)
-    return x + strength * (stamp(x) - x)
+def _stamp(
+    stamp: Stamp, x: torch.Tensor, gen: torch.Generator, *, soft: bool, gain: float
+) -> torch.Tensor:
+    """x + s·(T(x) − x), s = gain (or u·gain, u ~ U(0, 1), when `soft`), clamped to [0, 1]: a
+    gain above 1 extrapolates the trigger's change to each image past the trigger itself."""
+    if not soft and gain == 1.0:
+        return stamp(x)
+    strength = torch.full((len(x), 1, 1, 1), gain)
+    if soft:
+        strength = strength * torch.rand(len(x), 1, 1, 1, generator=gen)
+    return (x + strength * (stamp(x) - x)).clamp(0, 1)
 
 
 def finetune(

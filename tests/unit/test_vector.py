@@ -77,7 +77,7 @@ def test_a_known_trigger_and_an_estimate_each_follow_their_own_stamp_setting(
 ) -> None:
     known = task(clip)
     estimate = dataclasses.replace(known, estimated=True)
-    pol = dataclasses.replace(POLICY, steps=3, variant="contrast")
+    pol = dataclasses.replace(POLICY, steps=3, variant="contrast", estimate_gain=1.0)
 
     def tau(t: vector.Task, *, soft_trigger: bool, soft_estimate: bool) -> vector.State:
         p = dataclasses.replace(pol, soft_trigger=soft_trigger, soft_estimate=soft_estimate)
@@ -88,3 +88,40 @@ def test_a_known_trigger_and_an_estimate_each_follow_their_own_stamp_setting(
     full_known = tau(known, soft_trigger=False, soft_estimate=True)
     assert all(torch.equal(soft_known[k], soft_estimate[k]) for k in soft_known)
     assert not all(torch.equal(soft_known[k], full_known[k]) for k in soft_known)
+
+
+def test_an_estimate_is_stamped_up_to_its_gain_and_a_known_trigger_ignores_the_gain(
+    clip: ClipHandle,
+) -> None:
+    known = task(clip)
+    estimate = dataclasses.replace(known, estimated=True)
+    pol = dataclasses.replace(POLICY, steps=3, variant="contrast", soft_estimate=True)
+
+    def tau(t: vector.Task, gain: float) -> vector.State:
+        p = dataclasses.replace(pol, estimate_gain=gain)
+        return vector.trigger_vector(clip, t, p, seed=0, tick=None)
+
+    one, two = tau(known, 1.0), tau(known, 2.0)
+    assert all(torch.equal(one[k], two[k]) for k in one)
+    doubled, plain = tau(estimate, 2.0), tau(estimate, 1.0)
+    assert not all(torch.equal(doubled[k], plain[k]) for k in plain)
+
+
+@pytest.mark.parametrize(("soft", "gain"), [(False, 2.0), (True, 2.0), (True, 1.0)])
+def test_stamp_strength_extrapolates_the_trigger_change_and_stays_in_range(
+    soft: bool, gain: float
+) -> None:
+    x = torch.full((200, 1, 4, 4), 0.5)
+
+    def stamp(images: torch.Tensor) -> torch.Tensor:
+        return images + 0.1  # the trigger adds 0.1 everywhere
+
+    out = vector._stamp(stamp, x, torch.Generator().manual_seed(0), soft=soft, gain=gain)
+    added = (out - x)[:, 0, 0, 0] / 0.1  # each image's strength
+    assert float(added.min()) >= 0 and float(added.max()) <= gain + 1e-5
+    if soft:
+        assert float(added.max()) > 0.9 * gain and float(added.min()) < 0.1 * gain
+    else:
+        assert torch.allclose(added, torch.full_like(added, gain))
+    bright = vector._stamp(stamp, torch.ones(3, 1, 2, 2), torch.Generator(), soft=soft, gain=gain)
+    assert float(bright.max()) <= 1.0
