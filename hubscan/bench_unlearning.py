@@ -151,7 +151,7 @@ def _model_row(
 
 # Unlearning settings that shape only TBAR's trigger vector: the baselines and the oracle never
 # read them, so changing one keeps their cached measurements.
-VECTOR_ONLY = ("fisher_dampings", "soft_trigger", "soft_estimate")
+VECTOR_ONLY = ("fisher_dampings", "soft_trigger", "soft_estimate", "estimate_gain")
 
 
 def settings_digest(policy: Policy, *, audits: bool) -> str:

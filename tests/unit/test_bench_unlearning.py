@@ -200,9 +200,14 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
     assert settings_digest(p, audits=True) == settings_digest(r, audits=True)
     s = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, steps=1))
     assert settings_digest(p, audits=False) != settings_digest(s, audits=False)
-    # the dampings and the soft stamp shape TBAR's vector only: a baseline or the oracle keeps
-    # its measurement
-    for change in ({"fisher_dampings": (1.0,)}, {"soft_trigger": not p.unlearning.soft_trigger}):
+    # the dampings, the soft stamp and the estimate's gain shape TBAR's vector only: a baseline
+    # or the oracle keeps its measurement
+    changes: tuple[dict[str, Any], ...] = (
+        {"fisher_dampings": (1.0,)},
+        {"soft_trigger": not p.unlearning.soft_trigger},
+        {"estimate_gain": p.unlearning.estimate_gain + 1},
+    )
+    for change in changes:
         d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, **change))
         assert settings_digest(p, audits=False) == settings_digest(d, audits=False)
         assert settings_digest(p, audits=True) != settings_digest(d, audits=True)
