@@ -14,6 +14,12 @@ on these eight, the zoo's two warps and the 12 clean models, at two seeds.
     HF_HUB_OFFLINE=1 python benchmarks/explore/warp_strength.py /tmp/zoo-final \\
         warp_pixels=0.5 warp_pixels=0.7 warp_pixels=1.0 warp_pixels=2.0 \\
         > benchmarks/explore/warp_strength.txt
+
+and with longer searches at 0.7 px (more refinement steps, more probe images, both):
+
+    HF_HUB_OFFLINE=1 python benchmarks/explore/warp_strength.py /tmp/zoo-final \\
+        warp_pixels=0.7,steps=72 warp_pixels=0.7,probe_images=48 \\
+        warp_pixels=0.7,steps=72,probe_images=48 > benchmarks/explore/warp_strength-longer.txt
 """
 
 from __future__ import annotations
