@@ -14,6 +14,12 @@ exactly as `hubscan bench unlearning` does (bench_unlearning._tbar: `hubscan pat
         patch-checker-bl-trouser patch-white-tr-small-sandal blend-stripes-pullover \\
         blend-checker-dress sinusoid-bag patch-checker-center-sneaker \\
         > benchmarks/explore/estimate_gain.txt
+
+and on the pre-trained tower zoo, five blends, sinusoids and a patch:
+
+    HF_HUB_OFFLINE=1 python benchmarks/explore/estimate_gain.py /tmp/zoo-tower 1.0 2.0 -- \\
+        sinusoid-tshirt sinusoid-bag blend-checker-dress blend-noise-coat \\
+        patch-white-tr-small-sandal > benchmarks/explore/estimate_gain-tower.txt
 """
 
 from __future__ import annotations
