@@ -320,18 +320,28 @@ def test_directory_gone_by_fetch_time_is_a_ref_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_hashing_600_mb_is_fast(tmp_path: Path) -> None:
-    with (tmp_path / "open_clip_model.safetensors").open("wb") as handle:
+def test_hashing_600_mb_is_as_fast_as_a_plain_sha256_read(tmp_path: Path) -> None:
+    path = tmp_path / "open_clip_model.safetensors"
+    with path.open("wb") as handle:
         handle.truncate(600_000_000)  # sparse: measures hashing, not the test's disk writes
 
-    started = time.perf_counter()
-    snap = fetch_snapshot(parse_ref(str(tmp_path)), policy=policy())
-    elapsed = time.perf_counter() - started
+    def fetched() -> tuple[float, str | None]:
+        started = time.perf_counter()
+        (entry,) = fetch_snapshot(parse_ref(str(tmp_path)), policy=policy()).files
+        assert (entry.size, entry.kind) == (600_000_000, FileKind.REGULAR)
+        return time.perf_counter() - started, entry.sha256
 
-    (entry,) = snap.files
-    assert (entry.size, entry.kind) == (600_000_000, FileKind.REGULAR)
-    assert entry.sha256 is not None and len(entry.sha256) == 64
-    assert elapsed < 3.0, f"hashing 600 MB took {elapsed:.2f} s"
+    def plain_read() -> tuple[float, str]:
+        started = time.perf_counter()
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return time.perf_counter() - started, digest
+
+    # Side by side, best of two each: a shared machine's disk and CPU speed vary by several
+    # times from minute to minute (an absolute bound of 3 s failed at 3.4 s under load).
+    (ours, got), (baseline, want) = min(fetched(), fetched()), min(plain_read(), plain_read())
+    assert got == want
+    assert ours < 1.5 * baseline + 0.5, f"hashing took {ours:.2f} s, sha256 alone {baseline:.2f} s"
 
 
 # --- online: the fake Hub --------------------------------------------------------------------
