@@ -71,7 +71,7 @@ def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
     if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
         raise UsageError("the benchmark needs labelled probes")
     task = vector.Task(
-        source=parse_trigger(m["trigger"]),
+        stamp=parse_trigger(m["trigger"]).apply,
         trigger=m["trigger"],
         target=labels.classes.index(m["target"]),
         target_name=m["target"],

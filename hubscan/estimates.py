@@ -66,17 +66,13 @@ class FlowTrigger(Spec):
     family: ClassVar[str] = "inverted"
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        return self.apply_at(images, torch.ones(len(images)))
-
-    def apply_at(self, images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        """Each image warped by the flow times its strength (N,)."""
         x = check_images(images)
         n, _, h, w = x.shape
         fh, fw = self.flow.shape[-2:]
         # Resizing a displacement field rescales its vectors with the image.
         scale = torch.tensor([w / fw, h / fh]).view(1, 2, 1, 1)
-        flow = (resize(self.flow[None], h, w) * scale).to(x)
-        return warp_by(x, flow * strength.to(x).view(n, 1, 1, 1)).clamp_(0, 1)
+        flow = resize(self.flow[None], h, w) * scale
+        return warp_by(x, flow.to(x).expand(n, 2, h, w)).clamp_(0, 1)
 
 
 Estimate = InvertedTrigger | AdditiveTrigger | FlowTrigger  # what the detector estimates

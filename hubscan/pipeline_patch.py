@@ -224,7 +224,7 @@ def _remove(
     classes = inputs.label_set.classes
     (tune, tune_y), (val, val_y), (test, test_y) = inputs.splits
     task = vector.Task(
-        source=removal.trigger,
+        stamp=removal.trigger.apply,
         trigger=removal.spec,
         target=removal.target,
         target_name=classes[removal.target],

@@ -6,7 +6,7 @@ estimates both use. Must not know any family, model or file format.
 from __future__ import annotations
 
 from dataclasses import Field, fields
-from typing import Any, ClassVar, NoReturn, Protocol, runtime_checkable
+from typing import Any, ClassVar, NoReturn, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,23 +24,6 @@ class Trigger(Protocol):
     @property
     def family(self) -> str: ...
     def apply(self, images: torch.Tensor) -> torch.Tensor: ...
-
-
-@runtime_checkable
-class Scalable(Protocol):
-    """A trigger with its own notion of strength (a warp: its flow's length)."""
-
-    def apply_at(self, images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor: ...
-
-
-def at_strength(trigger: Trigger, images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-    """`trigger` on each image at its strength (N,), 1 being the trigger itself: a Scalable
-    trigger its own way; any other x + s·(T(x) − x), clamped to [0, 1]. A warp must scale its
-    flow: an image blended past its warped self has doubled edges, not a longer displacement."""
-    if isinstance(trigger, Scalable):
-        return trigger.apply_at(images, strength)
-    s = strength.to(images).view(-1, 1, 1, 1)
-    return (images + s * (trigger.apply(images) - images)).clamp(0, 1)
 
 
 class Spec:

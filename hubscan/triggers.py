@@ -139,18 +139,14 @@ class WarpTrigger(Spec):
         return up[0].permute(1, 2, 0) * scale
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
-        return self.apply_at(images, torch.ones(len(images)))
-
-    def apply_at(self, images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
-        """Each image warped by the field times its strength (N,)."""
         x = check_images(images)
         if self.strength == 0:  # grid_sample is not bit-exact at pixel centres
             return x.clone()
         n, _, h, w = x.shape
         gy, gx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-        flow = self.flow(h, w)[None] * strength.view(n, 1, 1, 1).to(torch.float32)
-        grid = (torch.stack((gx, gy), dim=-1)[None] + flow).clamp(-1, 1)
-        return F.grid_sample(x, grid.to(x), mode="bilinear", align_corners=True).clamp_(0, 1)
+        grid = (torch.stack((gx, gy), dim=-1) + self.flow(h, w)).clamp(-1, 1)
+        grid = grid.to(x)[None].expand(n, h, w, 2)
+        return F.grid_sample(x, grid, mode="bilinear", align_corners=True).clamp_(0, 1)
 
 
 @dataclass(frozen=True, slots=True)

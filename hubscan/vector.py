@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from hubscan.metrics import Stamp
 from hubscan.model import ClipHandle
 from hubscan.policy import UnlearningPolicy
-from hubscan.trigger_base import Trigger, at_strength
 
 Tick = Callable[[int], None]
 State = dict[str, torch.Tensor]
@@ -29,7 +28,7 @@ State = dict[str, torch.Tensor]
 class Task:
     """What to remove and the probes to remove it with (tensors: a live object, not a record)."""
 
-    source: Trigger  # the known trigger or the detector's estimate
+    stamp: Stamp
     trigger: str  # the spec, or the estimate's description, for reports
     target: int
     target_name: str
@@ -40,10 +39,6 @@ class Task:
     val: torch.Tensor  # images α is chosen on
     val_labels: torch.Tensor
     labelled: bool  # False: the labels above are θ_b's predictions (accuracy = agreement)
-
-    @property
-    def stamp(self) -> Stamp:
-        return self.source.apply
 
 
 def tower_params(clip: ClipHandle) -> State:
@@ -60,7 +55,7 @@ def trigger_vector(
     gen = torch.Generator().manual_seed(seed)
     soft = policy.soft_estimate if task.estimated else policy.soft_trigger
     gain = policy.estimate_gain if task.estimated else 1.0
-    stamped = _stamp(task.source, x, gen, soft=soft, gain=gain)
+    stamped = _stamp(task.stamp, x, gen, soft=soft, gain=gain)
     to_target = torch.full_like(y, task.target)
     if policy.variant == "paper":
         return _minus(finetune(clip, task.head, stamped, to_target, policy, seed, tick), None)
@@ -153,16 +148,16 @@ def _minus(a: tuple[State, State], b: tuple[State, State] | None) -> State:
 
 
 def _stamp(
-    trigger: Trigger, x: torch.Tensor, gen: torch.Generator, *, soft: bool, gain: float
+    stamp: Stamp, x: torch.Tensor, gen: torch.Generator, *, soft: bool, gain: float
 ) -> torch.Tensor:
-    """The trigger on each image at strength gain (or u·gain, u ~ U(0, 1), when `soft`): a gain
-    above 1 stamps past the trigger itself (trigger_base.at_strength)."""
+    """x + s·(T(x) − x), s = gain (or u·gain, u ~ U(0, 1), when `soft`), clamped to [0, 1]: a
+    gain above 1 extrapolates the trigger's change to each image past the trigger itself."""
     if not soft and gain == 1.0:
-        return trigger.apply(x)
-    strength = torch.full((len(x),), gain)
+        return stamp(x)
+    strength = torch.full((len(x), 1, 1, 1), gain)
     if soft:
-        strength = strength * torch.rand(len(x), generator=gen)
-    return at_strength(trigger, x, strength)
+        strength = strength * torch.rand(len(x), 1, 1, 1, generator=gen)
+    return (x + strength * (stamp(x) - x)).clamp(0, 1)
 
 
 def finetune(

@@ -24,7 +24,7 @@ def task(clip: ClipHandle, *, labelled: bool = True) -> Task:
         return true if labelled else predict(clip, images, head)
 
     return Task(
-        source=parse_trigger(TRIGGER),
+        stamp=parse_trigger(TRIGGER).apply,
         trigger=TRIGGER,
         target=labels.classes.index(TARGET),
         target_name=TARGET,

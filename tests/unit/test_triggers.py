@@ -21,7 +21,7 @@ from hubscan.estimates import (
     save_inverted,
     warp_by,
 )
-from hubscan.trigger_base import Trigger, at_strength
+from hubscan.trigger_base import Trigger
 from hubscan.triggers import WarpTrigger, parse_trigger
 
 BARE = {
@@ -333,20 +333,6 @@ def test_warp_field_is_smooth_deterministic_and_shared_by_every_image() -> None:
     image = batch(n=1)
     out = warp.apply(torch.cat([image, image]))
     assert torch.equal(out[0], out[1])
-
-
-@pytest.mark.parametrize("spec", ["warp:strength=3,grid=4,seed=1", "blend", "sinusoid", "patch"])
-def test_a_trigger_at_strength_one_is_the_trigger_and_at_zero_the_image(spec: str) -> None:
-    trigger, images = parse_trigger(spec), batch(n=3)
-    assert torch.allclose(at_strength(trigger, images, torch.ones(3)), trigger.apply(images))
-    assert torch.allclose(at_strength(trigger, images, torch.zeros(3)), images, atol=1e-5)
-
-
-def test_a_warp_at_strength_s_is_the_warp_with_s_times_its_field_per_image() -> None:
-    images = batch(n=2)
-    out = at_strength(WarpTrigger(2.0, 4, 1), images, torch.tensor([1.0, 2.5]))
-    assert torch.allclose(out[0], WarpTrigger(2.0, 4, 1).apply(images[:1])[0], atol=1e-6)
-    assert torch.allclose(out[1], WarpTrigger(5.0, 4, 1).apply(images[1:])[0], atol=1e-5)
 
 
 def test_warp_moves_pixels_by_at_most_a_fraction_of_a_pixel_at_default_strength() -> None:
