@@ -116,8 +116,8 @@ def test_detect_reports_a_verdict_per_family_and_its_budget(clip: ClipHandle) ->
         clip, probes(), classes=CLASSES, templates=TEMPLATES, labelled=True, policy=small()
     )
     d = outcome.detection
-    assert [f.family for f in d.families] == ["patch", "blend"]
-    assert set(outcome.estimates) == {"patch", "blend"}
+    assert [f.family for f in d.families] == ["patch", "blend", "warp"]
+    assert set(outcome.estimates) == {"patch", "blend", "warp"}
     assert d.verdict in (Verdict.PASS, Verdict.FAIL)
     assert (d.verdict is Verdict.FAIL) == any(f.flagged for f in d.families)
     assert all(f.flagged == (f.score >= f.threshold) for f in d.families)
