@@ -149,9 +149,9 @@ def _model_row(
     return {**row, "methods": methods, "cached": hits}
 
 
-# Unlearning settings that only TBAR's vector or its estimated-trigger mode read: the baselines
-# and the oracle (a known trigger) never do, so changing one keeps their cached measurements.
-VECTOR_ONLY = ("fisher_dampings", "soft_trigger", "soft_estimate", "estimate_gain", "estimate_coef")
+# Unlearning settings that shape only TBAR's trigger vector: the baselines and the oracle never
+# read them, so changing one keeps their cached measurements.
+VECTOR_ONLY = ("fisher_dampings", "soft_trigger", "soft_estimate", "estimate_gain")
 
 
 def settings_digest(policy: Policy, *, audits: bool) -> str:

@@ -103,9 +103,6 @@ class UnlearningPolicy:
     soft_trigger: bool  # stamp a known trigger on the tune images at a random strength
     soft_estimate: bool  # stamp an estimated trigger at a random strength
     estimate_gain: float  # an estimated trigger's strength is multiplied by this (images clamped)
-    estimate_coef: (
-        str  # smallest | largest: an estimate's α among those at the lowest attack success
-    )
     steps: int  # AdamW steps per fine-tune
     batch: int
     lr: float

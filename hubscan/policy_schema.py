@@ -16,7 +16,6 @@ from hubscan.records import Severity
 FAMILIES = ("patch", "blend", "warp")  # the trigger shapes invert.py searches (METHOD.md §3)
 # How unlearn.py learns the trigger vector (METHOD.md §4).
 VARIANTS = ("contrast", "fisher", "paper", "mixed")
-COEF_RULES = ("smallest", "largest")  # unlearning.estimate_coef
 
 SAFETENSORS_DTYPES = frozenset(
     {
@@ -89,12 +88,6 @@ def _thresholds(value: Any, key: str, problems: list[str]) -> Any:
 def _variant(value: Any, key: str, problems: list[str]) -> Any:
     if value not in VARIANTS:
         problems.append(f"{key}: expected one of {', '.join(VARIANTS)}, got {value!r}")
-    return value
-
-
-def _coef_rule(value: Any, key: str, problems: list[str]) -> Any:
-    if value not in COEF_RULES:
-        problems.append(f"{key}: expected one of {', '.join(COEF_RULES)}, got {value!r}")
     return value
 
 
@@ -227,7 +220,6 @@ SCHEMA: dict[str, Any] = {
         "soft_trigger": _bool,
         "soft_estimate": _bool,
         "estimate_gain": _float(0.1, 10.0),
-        "estimate_coef": _coef_rule,
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),
         "lr": _float(1e-9, 1.0),

@@ -37,9 +37,7 @@ this module chooses the edit.
 θ(α) = θ_b − α·τ; α is the coefficient on the policy's grid, refined by halving steps, with the
 lowest attack success on the val split among those whose clean accuracy (agreement with θ_b when
 the probes have no labels) is at least κ of θ_b's — over the dampings tried (in ascending order,
-until one reaches `asr_tolerance`), the smallest damping within the tolerance of the lowest, and
-of its coefficients within the tolerance the smallest — for an estimated trigger the largest
-(`estimate_coef`): the estimate's attack success bottoms out before the true trigger's; none
+until one reaches `asr_tolerance`), the smallest damping within the tolerance of the lowest; none
 qualifies → NotRemediated (exit 4) carrying the undamped vector's trial table.
 
 Only the image tower's parameters are edited; the text tower and the zero-shot head stay
@@ -164,7 +162,7 @@ def _search(
         ok = [t for t in trials[1:] if t.clean_accuracy >= floor]
         if not ok:
             break
-        best = choose(ok, policy.asr_tolerance, largest=_largest(task, policy)).coef
+        best = choose(ok, policy.asr_tolerance).coef
         tried = {t.coef for t in trials}
         for coef in (round(best - step, 6), round(best + step, 6)):
             if coef > 0 and coef not in tried:
@@ -220,8 +218,7 @@ def _pick(
         for i, ok in enumerate(qualifying)
         if any(t.attack_success <= lowest + policy.asr_tolerance for t in ok)
     )
-    rule = _largest(task, policy)
-    return index, choose(qualifying[index], policy.asr_tolerance, lowest=lowest, largest=rule)
+    return index, choose(qualifying[index], policy.asr_tolerance, lowest=lowest)
 
 
 def _by_coef(trials: list[CoefTrial]) -> tuple[CoefTrial, ...]:
@@ -229,25 +226,17 @@ def _by_coef(trials: list[CoefTrial]) -> tuple[CoefTrial, ...]:
 
 
 def choose(
-    qualifying: list[CoefTrial],
-    tolerance: float,
-    *,
-    lowest: float | None = None,
-    largest: bool = False,
+    qualifying: list[CoefTrial], tolerance: float, *, lowest: float | None = None
 ) -> CoefTrial:
     """The smallest edit whose attack success is within `tolerance` of the lowest (of these
     trials, or `lowest` found elsewhere): a larger coefficient buys nothing measurable on val and
     moves the weights further from θ_b (more clean accuracy lost, and a model more open to other
-    triggers). With `largest`, the largest such edit: for an estimated trigger, whose attack
-    success bottoms out before the true trigger's does."""
+    triggers)."""
     if lowest is None:
         lowest = min(t.attack_success for t in qualifying)
-    at_lowest = [t for t in qualifying if t.attack_success <= lowest + tolerance]
-    return (max if largest else min)(at_lowest, key=lambda t: t.coef)
-
-
-def _largest(task: Task, policy: UnlearningPolicy) -> bool:
-    return task.estimated and policy.estimate_coef == "largest"
+    return min(
+        (t for t in qualifying if t.attack_success <= lowest + tolerance), key=lambda t: t.coef
+    )
 
 
 def _measure(clip: ClipHandle, task: Task, coef: float) -> CoefTrial:

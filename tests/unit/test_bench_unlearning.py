@@ -206,7 +206,6 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
         {"fisher_dampings": (1.0,)},
         {"soft_trigger": not p.unlearning.soft_trigger},
         {"estimate_gain": p.unlearning.estimate_gain + 1},
-        {"estimate_coef": "smallest"},
     )
     for change in changes:
         d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, **change))

@@ -127,26 +127,3 @@ def test_coefficient_grid_and_planned_steps_follow_the_policy(policy: Unlearning
     # fisher searches the coefficients once per damping
     dampings = dataclasses.replace(pol, variant="fisher", fisher_dampings=(0.0, 3.0, 10.0))
     assert unlearn.planned_steps(dampings) == 2 * 10 + 3 * (4 + 2 + 1)
-
-
-@pytest.mark.parametrize(("largest", "expected"), [(False, 0.5), (True, 1.0)])
-def test_choose_takes_the_smallest_or_largest_coefficient_at_the_lowest_attack_success(
-    largest: bool, expected: float
-) -> None:
-    trials = [
-        CoefTrial(coef=0.25, clean_accuracy=0.9, attack_success=0.3),
-        CoefTrial(coef=0.5, clean_accuracy=0.89, attack_success=0.0),
-        CoefTrial(coef=1.0, clean_accuracy=0.88, attack_success=0.0),
-    ]
-    assert unlearn.choose(trials, 0.0, largest=largest).coef == expected
-
-
-@pytest.mark.parametrize(
-    ("estimated", "rule", "largest"),
-    [(True, "largest", True), (True, "smallest", False), (False, "largest", False)],
-)
-def test_only_an_estimated_trigger_follows_the_estimate_coef_rule(
-    clip: ClipHandle, policy: UnlearningPolicy, estimated: bool, rule: str, largest: bool
-) -> None:
-    t = dataclasses.replace(task(clip), estimated=estimated)
-    assert unlearn._largest(t, dataclasses.replace(policy, estimate_coef=rule)) is largest
