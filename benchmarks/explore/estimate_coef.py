@@ -1,0 +1,50 @@
+"""TBAR with the audit's estimate, the coefficient rule swapped (issue 5, exploration): `max`
+takes the largest coefficient within the clean floor among those at the lowest val attack
+success (unlearn.choose replaced), `min` the policy's rule. The ad hoc figures of commit 58e8fc4
+(estimate_coef = "largest", reverted in d3eeb3f) come from
+
+    HF_HUB_OFFLINE=1 python benchmarks/explore/estimate_coef.py max /tmp/zoo-final warp-trouser \\
+        sinusoid-bag blend-checker-dress sinusoid-tshirt patch-white-tr-small-sandal blend-noise-coat
+"""
+
+import json, sys, tempfile
+from pathlib import Path
+from hubscan import bench_unlearning, unlearn
+from hubscan.policy import load_policy
+
+if sys.argv[1] == "max":
+
+    def choose(qualifying, tolerance, *, lowest=None):
+        if lowest is None:
+            lowest = min(t.attack_success for t in qualifying)
+        return max(
+            (t for t in qualifying if t.attack_success <= lowest + tolerance), key=lambda t: t.coef
+        )
+
+    unlearn.choose = choose
+zoo = Path(sys.argv[2])
+names = sys.argv[3:]
+models = {m["name"]: m for m in json.loads((zoo / "manifest.json").read_text())["models"]}
+policy = load_policy("default")
+with tempfile.TemporaryDirectory() as scratch:
+    for name in names:
+        r = bench_unlearning._tbar(zoo / name, models[name], policy, Path(scratch), True, None)
+        print(
+            sys.argv[1],
+            name,
+            r["status"],
+            {
+                k: r.get(k)
+                for k in (
+                    "ca_before",
+                    "ca_after",
+                    "asr_before",
+                    "asr_after",
+                    "coef",
+                    "damping",
+                    "reaudit",
+                    "seconds",
+                )
+            },
+            flush=True,
+        )
