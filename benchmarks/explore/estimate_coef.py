@@ -4,12 +4,16 @@ success (unlearn.choose replaced), `min` the policy's rule. The ad hoc figures o
 (estimate_coef = "largest", reverted in d3eeb3f) come from
 
     HF_HUB_OFFLINE=1 python benchmarks/explore/estimate_coef.py max /tmp/zoo-final warp-trouser \\
-        sinusoid-bag blend-checker-dress sinusoid-tshirt patch-white-tr-small-sandal blend-noise-coat
+        sinusoid-bag blend-checker-dress sinusoid-tshirt patch-white-tr-small-sandal \\
+        blend-noise-coat
 """
 
-import json, sys, tempfile
+import sys
 from pathlib import Path
-from hubscan import bench_unlearning, unlearn
+
+from strict_tbar import run  # this folder: run as a script
+
+from hubscan import unlearn
 from hubscan.policy import load_policy
 
 if sys.argv[1] == "max":
@@ -22,29 +26,4 @@ if sys.argv[1] == "max":
         )
 
     unlearn.choose = choose
-zoo = Path(sys.argv[2])
-names = sys.argv[3:]
-models = {m["name"]: m for m in json.loads((zoo / "manifest.json").read_text())["models"]}
-policy = load_policy("default")
-with tempfile.TemporaryDirectory() as scratch:
-    for name in names:
-        r = bench_unlearning._tbar(zoo / name, models[name], policy, Path(scratch), True, None)
-        print(
-            sys.argv[1],
-            name,
-            r["status"],
-            {
-                k: r.get(k)
-                for k in (
-                    "ca_before",
-                    "ca_after",
-                    "asr_before",
-                    "asr_after",
-                    "coef",
-                    "damping",
-                    "reaudit",
-                    "seconds",
-                )
-            },
-            flush=True,
-        )
+run(Path(sys.argv[2]), sys.argv[3:], load_policy("default"), sys.argv[1])

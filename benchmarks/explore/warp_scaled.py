@@ -7,19 +7,16 @@ each factor (1 = the audit's own score).
         > benchmarks/explore/warp_scaled.txt
 """
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import torch
-from policy_variant import parse
-from warp_strength import trained
+from warp_runner_up import warp_models, warp_policy  # this folder: run as a script
 
 import hubscan.search as S
 from hubscan import zoo as Z
 from hubscan.estimates import warp_by
 from hubscan.pipeline import audit
-from hubscan.policy import load_policy
 from hubscan.probes import load_labels
 
 FACTORS = (1.0, 2.0, 3.0, 4.0)
@@ -40,7 +37,6 @@ def held(cands, shape, params, holdout, clean, targets):
             st = warp_by(holdout, (flow * f).expand(len(holdout), 2, h, w))
             p = (cands.clip.encode_images(st) @ cands.head.T).argmax(1).cpu()
             out.append(float((p[keep] == t).float().mean()))
-            # also: how concentrated is the output overall (top class share of all)
     LOG.append((float(shares[b]), t, out))
     return shares, reached
 
@@ -49,24 +45,11 @@ S._held_out = held
 
 zoo = Path(sys.argv[1])
 spec = sys.argv[2]
-seeds = int(sys.argv[3])
-which = sys.argv[4:]
-extra = trained(zoo / "base")
-models = [(v.name, p, str(v.target)) for v, p in extra]
-models += [
-    ("warp-boot", zoo / "warp-boot", "ankle boot"),
-    ("warp-trouser", zoo / "warp-trouser", "trouser"),
-]
-models += [(f"clean-{i:02d}", zoo / f"clean-{i:02d}", "-") for i in range(1, 13)]
-if which:
-    models = [m for m in models if any(w in m[0] for w in which)]
-policy = load_policy("default")
-det = dataclasses.replace(policy.detection, families=("warp",), **parse(spec))
-policy = dataclasses.replace(policy, detection=det)
+policy = warp_policy(spec)
 classes = load_labels(Z.LABELS).classes
 print("spec", spec, "factors", FACTORS, flush=True)
-for name, path, target in models:
-    for seed in range(seeds):
+for name, path, target in warp_models(zoo, sys.argv[4:]):
+    for seed in range(int(sys.argv[3])):
         LOG.clear()
         audit(str(path), policy=policy, labels="fashion-mnist", seed=seed, use_cache=False)
         share, t, out = LOG[-1]
