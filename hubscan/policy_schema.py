@@ -220,6 +220,7 @@ SCHEMA: dict[str, Any] = {
         "soft_trigger": _bool,
         "soft_estimate": _bool,
         "estimate_gain": _float(0.1, 10.0),
+        "estimate_anchor": _float(0.0, 10.0),
         "steps": _int(1, 1_000_000),
         "batch": _int(1, 100_000),
         "lr": _float(1e-9, 1.0),

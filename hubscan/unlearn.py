@@ -19,7 +19,10 @@ measured). hubscan's `contrast` vector (which the default, `fisher`, damps) fixe
   the true trigger's attack success (verification's bar is 10 %). Its strength is also
   multiplied by `estimate_gain` (default 2, images clamped to [0, 1]): the audit's budgets cap
   the estimate below the trigger it stands for (blend_linf 0.08 against the first zoo's 0.2
-  checker blend), and extrapolating its change teaches the vector the stronger trigger.
+  checker blend), and extrapolating its change teaches the vector the stronger trigger. Both
+  fine-tunes of an estimate's contrast also learn clean images of the suspected target labelled
+  the target (`estimate_anchor` of them per stamped image): the estimate borrows the target's
+  own features, and without that anchor the patch cost the target's clean recall first.
 
 `fisher` (the default) is the contrast vector damped where the clean task is sensitive:
 τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean

@@ -206,11 +206,28 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
         {"fisher_dampings": (1.0,)},
         {"soft_trigger": not p.unlearning.soft_trigger},
         {"estimate_gain": p.unlearning.estimate_gain + 1},
+        {"estimate_anchor": p.unlearning.estimate_anchor + 1},
     )
     for change in changes:
         d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, **change))
         assert settings_digest(p, audits=False) == settings_digest(d, audits=False)
-        assert settings_digest(p, audits=True) != settings_digest(d, audits=True)
+        assert settings_digest(p, audits=True, estimated=True) != settings_digest(
+            d, audits=True, estimated=True
+        )
+
+
+def test_the_estimate_s_anchor_measures_again_only_tbar_with_the_estimate() -> None:
+    import dataclasses
+
+    from hubscan.bench_unlearning import settings_digest
+    from hubscan.policy import load_policy
+
+    p = load_policy("default")
+    d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, estimate_anchor=0.0))
+    assert settings_digest(p, audits=True) == settings_digest(d, audits=True)
+    assert settings_digest(p, audits=True, estimated=True) != settings_digest(
+        d, audits=True, estimated=True
+    )
 
 
 def test_the_page_follows_the_default_variant_and_shows_its_damping(tmp_path: Path) -> None:

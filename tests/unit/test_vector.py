@@ -77,7 +77,9 @@ def test_a_known_trigger_and_an_estimate_each_follow_their_own_stamp_setting(
 ) -> None:
     known = task(clip)
     estimate = dataclasses.replace(known, estimated=True)
-    pol = dataclasses.replace(POLICY, steps=3, variant="contrast", estimate_gain=1.0)
+    pol = dataclasses.replace(
+        POLICY, steps=3, variant="contrast", estimate_gain=1.0, estimate_anchor=0.0
+    )
 
     def tau(t: vector.Task, *, soft_trigger: bool, soft_estimate: bool) -> vector.State:
         p = dataclasses.replace(pol, soft_trigger=soft_trigger, soft_estimate=soft_estimate)
@@ -105,6 +107,31 @@ def test_an_estimate_is_stamped_up_to_its_gain_and_a_known_trigger_ignores_the_g
     assert all(torch.equal(one[k], two[k]) for k in one)
     doubled, plain = tau(estimate, 2.0), tau(estimate, 1.0)
     assert not all(torch.equal(doubled[k], plain[k]) for k in plain)
+
+
+def test_an_estimate_s_fine_tunes_learn_the_target_s_clean_images_and_a_known_trigger_s_do_not(
+    clip: ClipHandle,
+) -> None:
+    known = task(clip)
+    estimate = dataclasses.replace(known, estimated=True)
+    pol = dataclasses.replace(POLICY, steps=3, variant="contrast")
+
+    def tau(t: vector.Task, anchor: float) -> vector.State:
+        p = dataclasses.replace(pol, estimate_anchor=anchor)
+        return vector.trigger_vector(clip, t, p, seed=0, tick=None)
+
+    plain, anchored = tau(known, 0.0), tau(known, 0.3)
+    assert all(torch.equal(plain[k], anchored[k]) for k in plain)
+    plain, anchored = tau(estimate, 0.0), tau(estimate, 0.3)
+    assert not all(torch.equal(plain[k], anchored[k]) for k in plain)
+
+
+def test_the_anchor_takes_the_target_s_images_in_turn_and_is_empty_without_any() -> None:
+    x = torch.arange(5.0).view(5, 1, 1, 1)
+    y = torch.tensor([0, 2, 1, 2, 0])
+    assert vector._anchor(x, y, 2, 5).flatten().tolist() == [1.0, 3.0, 1.0, 3.0, 1.0]
+    assert vector._anchor(x, y, 7, 5).shape == (0, 1, 1, 1)
+    assert vector._anchor(x, y, 2, 0).shape == (0, 1, 1, 1)
 
 
 @pytest.mark.parametrize(("soft", "gain"), [(False, 2.0), (True, 2.0), (True, 1.0)])
