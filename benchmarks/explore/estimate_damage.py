@@ -16,6 +16,7 @@ is done, re-applies the vectors it tried and prints on the val split (estimate_d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -116,4 +117,8 @@ if __name__ == "__main__":
     for name in sys.argv[3:]:
         TRUE["spec"] = models[name]["trigger"]
         print(name, "target", models[name]["target"])
-        run(zoo, [name], load_policy("default"), mode)
+        policy = load_policy("default")  # as it was before estimate_anchor
+        policy = dataclasses.replace(
+            policy, unlearning=dataclasses.replace(policy.unlearning, estimate_anchor=0.0)
+        )
+        run(zoo, [name], policy, mode)
