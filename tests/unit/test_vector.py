@@ -92,38 +92,28 @@ def test_a_known_trigger_and_an_estimate_each_follow_their_own_stamp_setting(
     assert not all(torch.equal(soft_known[k], full_known[k]) for k in soft_known)
 
 
-def test_an_estimate_is_stamped_up_to_its_gain_and_a_known_trigger_ignores_the_gain(
-    clip: ClipHandle,
+@pytest.mark.parametrize(
+    ("setting", "values"),
+    [
+        ("estimate_gain", (1.0, 2.0)),  # the estimate stamped up to twice its strength
+        ("estimate_anchor", (0.0, 0.3)),  # the target's clean images in both fine-tunes
+    ],
+)
+def test_an_estimate_s_settings_shape_its_vector_and_a_known_trigger_ignores_them(
+    clip: ClipHandle, setting: str, values: tuple[float, float]
 ) -> None:
     known = task(clip)
     estimate = dataclasses.replace(known, estimated=True)
     pol = dataclasses.replace(POLICY, steps=3, variant="contrast", soft_estimate=True)
 
-    def tau(t: vector.Task, gain: float) -> vector.State:
-        p = dataclasses.replace(pol, estimate_gain=gain)
+    def tau(t: vector.Task, value: float) -> vector.State:
+        p = dataclasses.replace(pol, **{setting: value})
         return vector.trigger_vector(clip, t, p, seed=0, tick=None)
 
-    one, two = tau(known, 1.0), tau(known, 2.0)
+    one, two = (tau(known, v) for v in values)
     assert all(torch.equal(one[k], two[k]) for k in one)
-    doubled, plain = tau(estimate, 2.0), tau(estimate, 1.0)
-    assert not all(torch.equal(doubled[k], plain[k]) for k in plain)
-
-
-def test_an_estimate_s_fine_tunes_learn_the_target_s_clean_images_and_a_known_trigger_s_do_not(
-    clip: ClipHandle,
-) -> None:
-    known = task(clip)
-    estimate = dataclasses.replace(known, estimated=True)
-    pol = dataclasses.replace(POLICY, steps=3, variant="contrast")
-
-    def tau(t: vector.Task, anchor: float) -> vector.State:
-        p = dataclasses.replace(pol, estimate_anchor=anchor)
-        return vector.trigger_vector(clip, t, p, seed=0, tick=None)
-
-    plain, anchored = tau(known, 0.0), tau(known, 0.3)
-    assert all(torch.equal(plain[k], anchored[k]) for k in plain)
-    plain, anchored = tau(estimate, 0.0), tau(estimate, 0.3)
-    assert not all(torch.equal(plain[k], anchored[k]) for k in plain)
+    one, two = (tau(estimate, v) for v in values)
+    assert not all(torch.equal(one[k], two[k]) for k in one)
 
 
 def test_the_anchor_takes_the_target_s_images_in_turn_and_is_empty_without_any() -> None:
