@@ -103,7 +103,7 @@ class UnlearningPolicy:
     soft_trigger: bool  # stamp a known trigger on the tune images at a random strength
     soft_estimate: bool  # stamp an estimated trigger at a random strength
     estimate_gain: float  # an estimated trigger's strength is multiplied by this (images clamped)
-    estimate_anchor: float  # clean target-class images added to an estimate's fine-tunes, per stamped
+    estimate_anchor: float  # clean target images in an estimate's fine-tunes, per stamped one
     steps: int  # AdamW steps per fine-tune
     batch: int
     lr: float

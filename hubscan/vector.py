@@ -77,7 +77,7 @@ def _anchor(x: torch.Tensor, y: torch.Tensor, target: int, count: int) -> torch.
     none). Both fine-tunes label them the target. An estimate is partly an adversarial
     perturbation made of the target's own features: the "away" run, asked to keep stamped images
     in their class, could otherwise lower the target everywhere, and subtracting τ then lowered
-    the target's clean recall (sinusoid-bag's bag 0.97 → 0.73–0.77;
+    the target's clean recall (sinusoid-bag's bag 0.97 → 0.73-0.77;
     benchmarks/explore/estimate_damage.txt)."""
     own = x[y.to(x.device) == target] if count > 0 else x[:0]
     if len(own) == 0:
