@@ -79,8 +79,8 @@ def _anchor(x: torch.Tensor, y: torch.Tensor, target: int, count: int) -> torch.
     in their class, could otherwise lower the target everywhere, and subtracting τ then lowered
     the target's clean recall (sinusoid-bag's bag 0.97 → 0.73-0.77;
     benchmarks/explore/estimate_damage.txt)."""
-    own = x[y.to(x.device) == target] if count > 0 else x[:0]
-    if len(own) == 0:
+    own = x[y.to(x.device) == target]
+    if count == 0 or len(own) == 0:
         return x[:0]
     return own[torch.arange(count) % len(own)]
 

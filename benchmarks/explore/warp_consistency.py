@@ -14,8 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from warp_strength import trained
+from warp_targeted import held_out_shares
 
 from hubscan import zoo
+from hubscan.estimates import warp_by
 from hubscan.model import load_clip
 from hubscan.probes import load_fashion_mnist, load_labels
 from hubscan.shapes import Warp
@@ -59,20 +61,14 @@ for name, path, target, spec in models:
             [pool[i * 200 + torch.randint(0, 200, (N,), generator=g)] for i in range(K)]
         )  # K,N,1,28,28
         flow = shape._flow(p, 28, 28).repeat_interleave(N, dim=0)
-        from hubscan.estimates import warp_by
-
         st = warp_by(batch.flatten(0, 1), flow)
         emb = F.normalize(clip.model.encode_image(clip.prepare(st)).float(), dim=-1)
         loss = F.cross_entropy(emb @ head.T * 100, torch.full((len(st),), t))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    with torch.no_grad():
-        flows = shape._flow(p, 28, 28).detach()
-        st = shape.stamp(held, [p]).view(K, len(held), 1, 28, 28)
-        shares = [
-            float(((clip.encode_images(s) @ head.T).argmax(1) == t).float().mean()) for s in st
-        ]
+    flows = shape._flow(p, 28, 28).detach()
+    shares = held_out_shares(clip, head, shape, p, held, t)
     f = F.normalize(flows.flatten(1), dim=1)
     cos = [float(f[i] @ f[j]) for i, j in itertools.combinations(range(K), 2)]
     true = ""
@@ -80,7 +76,9 @@ for name, path, target, spec in models:
         tf = parse_trigger(spec).flow(28, 28).permute(2, 0, 1).flatten()
         tf = F.normalize(tf, dim=0)
         true = " true-cos " + " ".join(f"{float(f[i] @ tf):.2f}" for i in range(K))
+    listed = " ".join(f"{s:.2f}" for s in shares)
+    pairs = f"pair-cos mean {sum(cos) / len(cos):.2f} min {min(cos):.2f}"
     print(
-        f"{name:16s} {target:10s} shares {' '.join(f'{s:.2f}' for s in shares)}  pair-cos mean {sum(cos) / len(cos):.2f} min {min(cos):.2f}{true}  {time.time() - t0:.0f}s",
+        f"{name:16s} {target:10s} shares {listed}  {pairs}{true}  {time.time() - t0:.0f}s",
         flush=True,
     )

@@ -65,13 +65,17 @@ def run(path: Path, target: str, spec: str, pixels: float, steps: int) -> dict[s
         opt.zero_grad()
         loss.backward()
         opt.step()
+    out["shares"] = [round(v, 2) for v in held_out_shares(clip, head, shape, p, held, t)]
+    return out
+
+
+def held_out_shares(clip, head, shape: Warp, p: torch.Tensor, held: torch.Tensor, t: int):
+    """Each start's share of the held-out images its warp sends to class t."""
     with torch.no_grad():
-        stamped = shape.stamp(held, [p]).view(k, len(held), 1, 28, 28)
-        shares = [
+        stamped = shape.stamp(held, [p]).view(len(p), len(held), *held.shape[1:])
+        return [
             float(((clip.encode_images(s) @ head.T).argmax(1) == t).float().mean()) for s in stamped
         ]
-    out["shares"] = [round(v, 2) for v in shares]
-    return out
 
 
 def main(budgets: list[float], steps: int) -> None:
