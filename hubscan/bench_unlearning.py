@@ -159,11 +159,14 @@ VECTOR_ONLY = (
     "soft_estimate",
     "estimate_gain",
     "estimate_anchor",
+    "refit_steps",
+    "refit_images",
+    "refit_share",
 )
 # Settings only an estimated trigger's vector reads, left out of the known-trigger TBAR methods'
 # digests. (soft_estimate and estimate_gain are read the same way; they predate this rule and stay
 # in, so that the known-trigger results cached under them stay valid.)
-ESTIMATE_ONLY = ("estimate_anchor",)
+ESTIMATE_ONLY = ("estimate_anchor", "refit_steps", "refit_images", "refit_share")
 
 
 def settings_digest(policy: Policy, *, audits: bool, estimated: bool = False) -> str:

@@ -104,6 +104,9 @@ class UnlearningPolicy:
     soft_estimate: bool  # stamp an estimated trigger at a random strength
     estimate_gain: float  # an estimated trigger's strength is multiplied by this (images clamped)
     estimate_anchor: float  # clean target images in an estimate's fine-tunes, per stamped one
+    refit_steps: int  # an estimate's size-penalized refit before TBAR (0: removed as found)
+    refit_images: int  # tune images per refit step
+    refit_share: float  # the share of them the refit keeps sending to the target
     steps: int  # AdamW steps per fine-tune
     batch: int
     lr: float

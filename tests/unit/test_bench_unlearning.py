@@ -207,6 +207,7 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
         {"soft_trigger": not p.unlearning.soft_trigger},
         {"estimate_gain": p.unlearning.estimate_gain + 1},
         {"estimate_anchor": p.unlearning.estimate_anchor + 1},
+        {"refit_steps": p.unlearning.refit_steps + 1},
     )
     for change in changes:
         d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, **change))
@@ -216,14 +217,17 @@ def test_only_methods_that_audit_are_measured_again_when_detection_changes() -> 
         )
 
 
-def test_the_estimate_s_anchor_measures_again_only_tbar_with_the_estimate() -> None:
+@pytest.mark.parametrize("change", [{"estimate_anchor": 0.0}, {"refit_steps": 0}])
+def test_an_estimate_only_setting_measures_again_only_tbar_with_the_estimate(
+    change: dict[str, Any],
+) -> None:
     import dataclasses
 
     from hubscan.bench_unlearning import settings_digest
     from hubscan.policy import load_policy
 
     p = load_policy("default")
-    d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, estimate_anchor=0.0))
+    d = dataclasses.replace(p, unlearning=dataclasses.replace(p.unlearning, **change))
     assert settings_digest(p, audits=True) == settings_digest(d, audits=True)
     assert settings_digest(p, audits=True, estimated=True) != settings_digest(
         d, audits=True, estimated=True
