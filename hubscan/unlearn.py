@@ -22,7 +22,9 @@ measured). hubscan's `contrast` vector (which the default, `fisher`, damps) fixe
   checker blend), and extrapolating its change teaches the vector the stronger trigger. Both
   fine-tunes of an estimate's contrast also learn clean images of the suspected target labelled
   the target (`estimate_anchor` of them per stamped image): the estimate borrows the target's
-  own features, and without that anchor the patch cost the target's clean recall first.
+  own features, and without that anchor the patch cost the target's clean recall first. An
+  additive or warp estimate reaches this module already refit to the smallest change that
+  still reaches the target (refit.py).
 
 `fisher` (the default) is the contrast vector damped where the clean task is sensitive:
 τ_i / (1 + λ·F_i / F̄), F the diagonal empirical Fisher of the clean tune images at θ_b (the mean
