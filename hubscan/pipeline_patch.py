@@ -1,8 +1,9 @@
 """`hubscan patch`: audit, TBAR, verify, then a release directory (the pipeline's second half).
 
-Owns the order of the removal stages and the release's contents: scan -> load -> (detect, or the
-user's known trigger) -> unlearn -> the patched weights written into a staging directory ->
-verified from disk -> figures, model card, report.json -> the directory moved into place.
+Owns the order of the removal stages and the release's contents: scan -> load -> (detect and
+refit the estimate, or the user's known trigger) -> unlearn -> the patched weights written into
+a staging directory -> verified from disk -> figures, model card, report.json -> the directory
+moved into place.
 Nothing is released unless verification passed; an interrupted or failed run leaves no release
 directory (release.staged). Must not render terminal output or parse the command line.
 """
