@@ -278,22 +278,27 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _means(rows: list[dict[str, Any]], method: str) -> dict[str, Any]:
     """An unpatched model (not detected, or not remediated) counts as it was: no retention
     loss, and its attack success unchanged. A baseline is always applied (at the learning rate
-    its rule picked) but counts as patched only within the clean-accuracy floor."""
-    asr, keep, done = [], [], 0
+    its rule picked) but counts as patched only within the clean-accuracy floor.
+    `mean_asr_patched` is what the edit itself left, released or not: a patch verification
+    refused counts with its own attack success; a model with no patch (not detected, no
+    coefficient within the floor), unchanged."""
+    asr, left, keep, done = [], [], [], 0
     for r in rows:
         res = r["methods"][method]
+        before = next(v for v in r["methods"].values() if "asr_before" in v)["asr_before"]
+        left.append(res.get("asr_after", before))
         if "ca_after" in res and res["status"] != "not remediated":
             asr.append(res["asr_after"])
             keep.append(res["ca_after"] / res["ca_before"])
             done += res["status"] in ("released", "within floor")
         else:
-            before = next(v for v in r["methods"].values() if "asr_before" in v)
-            asr.append(before["asr_before"])
+            asr.append(before)
             keep.append(1.0)
     return {
         "models": len(rows),
         "patched": done,
         "mean_asr_after": round(statistics.fmean(asr), 4) if asr else None,
+        "mean_asr_patched": round(statistics.fmean(left), 4) if left else None,
         "mean_retention": round(statistics.fmean(keep), 4) if keep else None,
     }
 

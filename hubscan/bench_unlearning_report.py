@@ -92,7 +92,9 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
         "release (the oracle: found a coefficient within the floor); a baseline kept the "
         "clean-accuracy floor. A model TBAR left unpatched (trigger not detected, no coefficient "
         "within the floor, or verification failed) counts with its attack success unchanged; a "
-        "baseline is always applied.",
+        "baseline is always applied. The last column of each zoo's table is what the edit itself "
+        "left, released or not: a patch verification refused counts with its own attack "
+        "success.",
         "",
         f"{reused} of {total} results (one method on one model) were taken from the "
         "benchmark's cache: measured by an earlier run of this command on the same weights "
@@ -139,14 +141,16 @@ def _zoo_section(z: dict[str, Any], default: str, figure_names: list[str]) -> li
         f"## Zoo `{z['zoo']}`: {_TOWER.get(z['tower'], z['tower'])}",
         "",
         *([] if z.get("complete", True) else [_PARTIAL, ""]),
-        "| method | models patched | mean attack success after | mean retention |",
-        "|---|---|---|---|",
+        "| method | models patched | mean attack success after | mean retention "
+        "| attack success the edit left, released or not |",
+        "|---|---|---|---|---|",
     ]
     for method, by in summary.items():
         s = by["all"]
         lines.append(
             f"| {_LABEL.get(method, method)} | {s['patched']}/{s['models']} | "
-            f"{_pct(s['mean_asr_after'])} | {_pct(s['mean_retention'])} |"
+            f"{_pct(s['mean_asr_after'])} | {_pct(s['mean_retention'])} | "
+            f"{_pct(s.get('mean_asr_patched'))} |"
         )
     lines += ["", "### Per family (mean attack success after / mean retention)", ""]
     families = [k for k in next(iter(summary.values()), {}) if k != "all"]

@@ -65,10 +65,25 @@ def test_unpatched_models_count_with_their_attack_success_unchanged() -> None:
     est = summary["tbar-estimated"]
     assert est["all"]["patched"] == 1 and est["all"]["models"] == 2
     assert est["all"]["mean_asr_after"] == round((0.04 + 0.9) / 2, 4)
-    assert est["warp"] == {"models": 1, "patched": 0, "mean_asr_after": 0.9, "mean_retention": 1.0}
+    assert est["warp"] == {
+        "models": 1,
+        "patched": 0,
+        "mean_asr_after": 0.9,
+        "mean_asr_patched": 0.9,
+        "mean_retention": 1.0,
+    }
     known = summary["tbar-known-contrast"]["all"]
     assert known["mean_asr_after"] == 0.01
     assert known["mean_retention"] == round((0.88 / 0.9 + 1.0) / 2, 4)
+
+
+def test_a_patch_verification_refused_counts_unchanged_but_its_own_attack_success_is_kept() -> None:
+    refused = {"status": "not remediated", "ca_before": 0.9, "asr_before": 0.98}
+    refused |= {"ca_after": 0.84, "asr_after": 0.03}
+    rows = [result("patch-a", "patch", ROWS[0]["methods"]["tbar-known-contrast"], refused)]
+    s = _summary(rows)["tbar-estimated"]["all"]
+    assert (s["patched"], s["mean_asr_after"], s["mean_retention"]) == (0, 0.98, 1.0)
+    assert s["mean_asr_patched"] == 0.03
 
 
 def test_a_baseline_below_the_floor_is_applied_but_not_counted_as_patched() -> None:
