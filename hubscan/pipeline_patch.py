@@ -121,8 +121,7 @@ def patch(
             run, found = _detect(run, inputs, policy, seed, bars)
         if found is None:  # the audit found nothing to remove: no release
             return dataclasses.replace(run, timings=tuple(timings))
-        with timed("refit", timings, progress):
-            removal = _refit(found, inputs, policy, seed, bars)
+        removal = _refit(found, inputs, policy, seed, (timings, progress, bars))
     measured = None if known is None or known_target is None else (known, known_target)
     return _remove(run, inputs, removal, measured, policy, out, seed, timings, progress, bars)
 
@@ -200,27 +199,34 @@ def _detect(
 
 
 def _refit(
-    found: _Target, inputs: _Inputs, policy: Policy, seed: int, bars: Bars | None
+    found: _Target,
+    inputs: _Inputs,
+    policy: Policy,
+    seed: int,
+    shown: tuple[list[Timing], Progress | None, Bars | None],
 ) -> _Target:
     """The audit's estimate refit on the tune split to the smallest that still reaches the
-    target (refit.py); what TBAR then removes and the release keeps."""
+    target (refit.py), timed as its own stage when there is one to refit; what TBAR then
+    removes and the release keeps."""
     from hubscan import refit
 
     if not refit.applies(found.trigger, policy.unlearning):
         return found
+    timings, progress, bars = shown
     tune, tune_y = inputs.splits[0]
-    tick = None if bars is None else bars("refit", policy.unlearning.refit_steps)
-    trigger = refit.refit(
-        inputs.clip,
-        inputs.head,
-        found.trigger,
-        tune,
-        tune_y,
-        found.target,
-        policy.unlearning,
-        seed=seed,
-        tick=tick,
-    )
+    with timed("refit", timings, progress):
+        tick = None if bars is None else bars("refit", policy.unlearning.refit_steps)
+        trigger = refit.refit(
+            inputs.clip,
+            inputs.head,
+            found.trigger,
+            tune,
+            tune_y,
+            found.target,
+            policy.unlearning,
+            seed=seed,
+            tick=tick,
+        )
     return dataclasses.replace(found, trigger=trigger)
 
 

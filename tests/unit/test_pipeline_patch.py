@@ -14,6 +14,7 @@ from hubscan.estimates import AdditiveTrigger, InvertedTrigger
 from hubscan.model import load_clip
 from hubscan.policy import load_policy
 from hubscan.probes import load_labels, load_probes
+from hubscan.records import Timing
 
 
 def test_the_audit_s_additive_estimate_reaches_tbar_refit_and_a_patch_estimate_as_found(
@@ -37,13 +38,14 @@ def test_the_audit_s_additive_estimate_reaches_tbar_refit_and_a_patch_estimate_a
         bars.append((name, total))
         return lambda n: None
 
-    removal = pipeline_patch._refit(found, inputs, policy, 0, bar)
+    timings: list[Timing] = []
+    removal = pipeline_patch._refit(found, inputs, policy, 0, (timings, None, bar))
     assert (removal.spec, removal.target, removal.estimated) == ("inverted:file=t", 4, True)
     assert isinstance(removal.trigger, AdditiveTrigger)
     assert not torch.equal(removal.trigger.delta, box)
-    assert bars == [("refit", 12)]
+    assert bars == [("refit", 12)] and [t.stage for t in timings] == ["refit"]
 
     patch = InvertedTrigger("in-memory", torch.zeros(28, 28), torch.zeros(1, 28, 28))
     as_found = dataclasses.replace(found, trigger=patch)
-    assert pipeline_patch._refit(as_found, inputs, policy, 0, bar) is as_found
-    assert bars == [("refit", 12)]  # no bar for a stage that does nothing
+    assert pipeline_patch._refit(as_found, inputs, policy, 0, (timings, None, bar)) is as_found
+    assert len(bars) == len(timings) == 1  # no bar and no time for a stage that does nothing
