@@ -11,10 +11,14 @@ the true trigger's attack success on test.
 
     HF_HUB_OFFLINE=1 python benchmarks/explore/estimate_refit.py /tmp/zoo-final \\
         sinusoid-bag warp-trouser warp-boot > benchmarks/explore/estimate_refit.txt
+
+With `--sweep` first, no curves: the refit's size, cosine and val attack success at each
+refit_share and refit_steps of SWEEP (estimate_refit-sweep.txt).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -31,6 +35,7 @@ from hubscan.triggers import WarpTrigger, parse_trigger
 
 POLICY = load_policy("default")
 COEFS = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+SWEEP = ((0.8, 150), (0.8, 400), (0.9, 150), (0.9, 400), (0.97, 150), (0.97, 400), (0.995, 400))
 
 
 class _Audited(Exception):
@@ -115,7 +120,21 @@ def curve(inputs, found, estimate, true) -> None:
             )
 
 
-def main(zoo: Path, names: list[str]) -> None:
+def sweep(inputs, found, true) -> None:
+    clip, head = inputs.clip, inputs.head
+    (xt, yt), (xv, yv), (xs, _) = inputs.splits
+    for share, steps in SWEEP:
+        policy = dataclasses.replace(POLICY.unlearning, refit_share=share, refit_steps=steps)
+        estimate = refit.refit(clip, head, found.trigger, xt, yt, found.target, policy, seed=0)
+        own = attack_success(clip, xv, yv, head, estimate.apply, found.target)
+        print(
+            f"  share {share:5.3f} steps {steps:3d}  {describe(estimate, true, xs)}  "
+            f"val attack success {own:.2f}",
+            flush=True,
+        )
+
+
+def main(zoo: Path, names: list[str], *, only_sweep: bool) -> None:
     for name in names:
         inputs, found, true = audited(zoo, name)
         if found is None:
@@ -127,6 +146,9 @@ def main(zoo: Path, names: list[str]) -> None:
             f"{name}: target {inputs.label_set.classes[found.target]}; val CA "
             f"{clean_accuracy(clip, xv, yv, head):.3f}, floor x{POLICY.unlearning.clean_floor}"
         )
+        if only_sweep:
+            sweep(inputs, found, true)
+            continue
         refitted = refit.refit(
             clip, head, found.trigger, xt, yt, found.target, POLICY.unlearning, seed=0
         )
@@ -137,4 +159,6 @@ def main(zoo: Path, names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    args = sys.argv[1:]
+    only_sweep = args[0] == "--sweep"
+    main(Path(args[only_sweep]), args[only_sweep + 1 :], only_sweep=only_sweep)
