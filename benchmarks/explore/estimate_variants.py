@@ -18,7 +18,9 @@ strict_tbar.run) and prints the same fields. None was kept (estimate_variants.tx
   (R = 3, 10); every class has 40 of the 400 tune images, so R = 3 is A = 0.3 and R = 10 is
   A = 1.0, image for image, and the benchmark at 0.3 reproduced anchor-0.3 on all 12.
 
-Every other mode runs on the default policy as it was before `estimate_anchor` (0 here).
+Every other mode runs on the default policy as it was before `estimate_anchor` (0 here). Each
+runs without the estimate's refit (refit_steps 0), as estimate_variants.txt was measured; with
+`--refit` first, with the policy's refit (estimate_anchor-refit.txt).
 
     HF_HUB_OFFLINE=1 python benchmarks/explore/estimate_variants.py MODE /tmp/zoo-final NAME...
 """
@@ -184,9 +186,11 @@ def install(mode: str) -> float:
 
 
 if __name__ == "__main__":
-    anchor = install(sys.argv[1])
+    args = sys.argv[1:]
+    refit = args[0] == "--refit"  # keep the estimate's refit (the default since it was added)
+    mode, zoo, names = args[refit], Path(args[refit + 1]), args[refit + 2 :]
+    anchor = install(mode)
     policy = load_policy("default")
-    before = dataclasses.replace(policy.unlearning, estimate_anchor=anchor)
-    run(
-        Path(sys.argv[2]), sys.argv[3:], dataclasses.replace(policy, unlearning=before), sys.argv[1]
-    )
+    steps = policy.unlearning.refit_steps if refit else 0
+    before = dataclasses.replace(policy.unlearning, estimate_anchor=anchor, refit_steps=steps)
+    run(zoo, names, dataclasses.replace(policy, unlearning=before), mode)
