@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from hubscan.estimates import AdditiveTrigger, FlowTrigger, warp_by
+from hubscan.estimates import AdditiveTrigger, FlowTrigger
 from hubscan.model import ClipHandle
 from hubscan.policy import UnlearningPolicy
 from hubscan.shapes import WARP_GRID
@@ -87,7 +87,7 @@ def _refit_additive(estimate: AdditiveTrigger, goal: _Goal) -> AdditiveTrigger:
     delta = estimate.delta.clone().requires_grad_()
 
     def stamp(x: torch.Tensor) -> torch.Tensor:
-        return (x + delta.to(x)).clamp(0, 1)
+        return AdditiveTrigger("in-memory", delta).apply(x)  # differentiable in delta
 
     def size() -> torch.Tensor:
         return (delta / _ADDITIVE_UNIT).pow(2).mean()
@@ -109,10 +109,7 @@ def _refit_flow(estimate: FlowTrigger, goal: _Goal) -> FlowTrigger:
         return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
 
     def stamp(x: torch.Tensor) -> torch.Tensor:
-        n, _, xh, xw = x.shape
-        scale = torch.tensor([xw / w, xh / h]).view(1, 2, 1, 1)  # as FlowTrigger resizes
-        f = F.interpolate(flow(), size=(xh, xw), mode="bilinear", align_corners=True) * scale
-        return warp_by(x, f.to(x).expand(n, 2, xh, xw)).clamp(0, 1)
+        return FlowTrigger("in-memory", flow()[0]).apply(x)  # differentiable in the flow
 
     def size() -> torch.Tensor:
         return (flow() / _FLOW_UNIT).pow(2).mean()
@@ -141,25 +138,20 @@ def _minimize(
     to_target = torch.full((n,), goal.target, device=goal.clip.device)
     weight = 1.0
     model.eval()
-    frozen = {name: p.requires_grad for name, p in model.named_parameters()}
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)  # gradients for the estimate only
-        for _ in range(policy.refit_steps):
-            batch = goal.pool[torch.randint(len(goal.pool), (n,), generator=gen)]
-            emb = F.normalize(model.encode_image(goal.clip.prepare(stamp(batch))).float(), dim=-1)
-            logits = scale * emb @ goal.head.T
-            loss = F.cross_entropy(logits, to_target) + weight * size()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            with torch.no_grad():
-                if keep_valid is not None:
-                    keep_valid()
-                reached = float((logits.argmax(dim=1) == to_target).float().mean())
-            weight = weight * _SCHEDULE if reached >= policy.refit_share else weight / _SCHEDULE
-            if goal.tick is not None:
-                goal.tick(1)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(frozen[name])
+    for _ in range(policy.refit_steps):
+        batch = goal.pool[torch.randint(len(goal.pool), (n,), generator=gen)]
+        emb = F.normalize(model.encode_image(goal.clip.prepare(stamp(batch))).float(), dim=-1)
+        logits = scale * emb @ goal.head.T
+        loss = F.cross_entropy(logits, to_target) + weight * size()
+        # Gradients for the estimate only, as search.py takes them: the model's weights need
+        # none, and their flags stay as they are.
+        for param, grad in zip(params, torch.autograd.grad(loss, params), strict=True):
+            param.grad = grad
+        opt.step()
+        with torch.no_grad():
+            if keep_valid is not None:
+                keep_valid()
+            reached = float((logits.argmax(dim=1) == to_target).float().mean())
+        weight = weight * _SCHEDULE if reached >= policy.refit_share else weight / _SCHEDULE
+        if goal.tick is not None:
+            goal.tick(1)
