@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from estimate_refit import POLICY, audited, cosine  # noqa: E402
+from estimate_refit import POLICY, audited, cosine
 
-from hubscan import refit, unlearn, vector  # noqa: E402
-from hubscan.estimates import AdditiveTrigger, FlowTrigger  # noqa: E402
-from hubscan.metrics import attack_success, clean_accuracy  # noqa: E402
+from hubscan import refit, unlearn, vector
+from hubscan.estimates import AdditiveTrigger, FlowTrigger
+from hubscan.metrics import attack_success, clean_accuracy
 
 STEP = 0.0625
 FLOOR_STOP = 0.9  # stop a curve once val CA is under 0.9 x before
