@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from estimate_refit import POLICY, audited, cosine
+from estimate_refit import POLICY, audited, cosine, task_for
 
 from hubscan import refit, unlearn, vector
 from hubscan.estimates import AdditiveTrigger, FlowTrigger
@@ -69,20 +69,8 @@ def mixed(estimates):
 
 def curves(inputs, target, stamp, true, estimated: bool):
     clip, head = inputs.clip, inputs.head
-    (xt, yt), (xv, yv), (xs, ys) = inputs.splits
-    task = vector.Task(
-        stamp=stamp,
-        trigger="x",
-        target=target,
-        target_name=str(target),
-        estimated=estimated,
-        head=head,
-        tune=xt,
-        tune_labels=yt,
-        val=xv,
-        val_labels=yv,
-        labelled=True,
-    )
+    _, (xv, yv), (xs, ys) = inputs.splits
+    task = task_for(inputs, target, stamp, estimated=estimated)
     base = vector.tower_params(clip)
     tau = vector.trigger_vector(clip, task, POLICY.unlearning, seed=0, tick=None)
     out = {}

@@ -84,23 +84,29 @@ def describe(estimate, true, test: torch.Tensor) -> str:
     return f"{size}  cos-true {cosine(f, px):+.2f}"
 
 
-def curve(inputs, found, estimate, true) -> None:
-    clip, head = inputs.clip, inputs.head
-    (xt, yt), (xv, yv), (xs, ys) = inputs.splits
-    t = found.target
-    task = vector.Task(
-        stamp=estimate.apply,
-        trigger="estimate",
-        target=t,
-        target_name=str(t),
-        estimated=True,
-        head=head,
+def task_for(inputs, target: int, stamp, *, estimated: bool = True) -> vector.Task:
+    """TBAR's task on the audited inputs' labelled tune and val splits."""
+    (xt, yt), (xv, yv), _ = inputs.splits
+    return vector.Task(
+        stamp=stamp,
+        trigger="estimate" if estimated else "known",
+        target=target,
+        target_name=str(target),
+        estimated=estimated,
+        head=inputs.head,
         tune=xt,
         tune_labels=yt,
         val=xv,
         val_labels=yv,
         labelled=True,
     )
+
+
+def curve(inputs, found, estimate, true) -> None:
+    clip, head = inputs.clip, inputs.head
+    _, (xv, yv), (xs, ys) = inputs.splits
+    t = found.target
+    task = task_for(inputs, t, estimate.apply)
     base = vector.tower_params(clip)
     tau = vector.trigger_vector(clip, task, POLICY.unlearning, seed=0, tick=None)
     for lam, damped in vector.damped(clip, task, tau, POLICY.unlearning):
