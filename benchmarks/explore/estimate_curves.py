@@ -11,6 +11,8 @@ the same curves offline (estimate_rules.py) instead of by rerunning the benchmar
     HF_HUB_OFFLINE=1 python benchmarks/explore/estimate_curves.py /tmp/zoo-final curves.json \\
         [--ensemble K] [model ...]
 
+`--probes N`: N probes from the Debian Fashion-MNIST test set (10,000 images), split 40/30/30
+like the bundled 1,000, instead of the bundled ones (how much of an edge is the split's size).
 `--ensemble K`: the estimated vector learns from K refits of the estimate (seeds 0..K-1, each
 from the audit's estimate plus its own noise), tune image i stamped with refit i mod K.
 """
@@ -98,7 +100,7 @@ def curves(inputs, target, stamp, true, estimated: bool):
     return out
 
 
-def main(zoo: Path, dest: Path, names: list[str], k: int) -> None:
+def main(zoo: Path, dest: Path, names: list[str], k: int, probes: int | None) -> None:
     manifest = json.loads((zoo / "manifest.json").read_text())["models"]
     names = names or [m["name"] for m in manifest if m.get("trigger")]
     results = json.loads(dest.read_text()) if dest.exists() else {}
@@ -106,7 +108,7 @@ def main(zoo: Path, dest: Path, names: list[str], k: int) -> None:
         if name in results:
             continue
         start = time.perf_counter()
-        inputs, found, true = audited(zoo, name)
+        inputs, found, true = audited(zoo, name, probes)
         (xt, yt), _, (xs, _) = inputs.splits
         known = curves(inputs, int(_target(inputs, name, manifest)), true.apply, true, False)
         row = {"known": known}
@@ -139,9 +141,10 @@ def _target(inputs, name, manifest) -> int:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    k = 1
-    if "--ensemble" in args:
-        i = args.index("--ensemble")
-        k = int(args[i + 1])
-        del args[i : i + 2]
-    main(Path(args[0]), Path(args[1]), args[2:], k)
+    options = {"--ensemble": 1, "--probes": None}
+    for flag in options:
+        if flag in args:
+            i = args.index(flag)
+            options[flag] = int(args[i + 1])
+            del args[i : i + 2]
+    main(Path(args[0]), Path(args[1]), args[2:], options["--ensemble"], options["--probes"])

@@ -42,8 +42,9 @@ class _Audited(Exception):
     pass
 
 
-def audited(zoo: Path, name: str):
-    """(inputs, the audit's target) of `hubscan patch`'s estimated mode on the model."""
+def audited(zoo: Path, name: str, probes: int | None = None):
+    """(inputs, the audit's target) of `hubscan patch`'s estimated mode on the model; with
+    `probes`, on that many of the Debian Fashion-MNIST test images instead of the bundled 1,000."""
     models = {m["name"]: m for m in json.loads((zoo / "manifest.json").read_text())["models"]}
     seen = {}
     detect = PP._detect
@@ -56,7 +57,22 @@ def audited(zoo: Path, name: str):
     PP._detect = grab
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            bench_unlearning._tbar(zoo / name, models[name], POLICY, Path(scratch), True, None)
+            if probes is None:
+                bench_unlearning._tbar(zoo / name, models[name], POLICY, Path(scratch), True, None)
+            else:
+                PP.patch(
+                    str(zoo / name),
+                    policy=dataclasses.replace(
+                        POLICY,
+                        unlearning=dataclasses.replace(POLICY.unlearning, probe_images=probes),
+                    ),
+                    out=Path(scratch) / "out",
+                    labels=bench_unlearning.LABELS,
+                    probes="fashion-mnist",
+                    trigger=models[name]["trigger"],
+                    target=models[name]["target"],
+                    estimate=True,
+                )
     except _Audited:
         pass
     finally:
