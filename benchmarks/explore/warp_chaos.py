@@ -18,40 +18,30 @@ from pathlib import Path
 
 import torch
 
-from hubscan import invert
 from hubscan.model import load_clip
-from hubscan.pipeline import _detection_inputs
+from hubscan.pipeline import _detection_inputs, detect
 from hubscan.policy import load_policy
 
 EPS = 1e-6
 NOISE_SEEDS = 5
 
 
-def scores(clip, label_set, images, det) -> str:
-    out = invert.detect(
-        clip,
-        images,
-        classes=label_set.classes,
-        templates=label_set.templates,
-        labelled=True,
-        policy=det,
-        seed=0,
-    )
+def scores(clip, label_set, images, policy) -> str:
+    out = detect(clip, images, label_set, True, policy, 0, None)  # as `hubscan audit --seed 0`
     return "  ".join(f"{f.family} {f.score:.2f} {f.target:<10s}" for f in out.detection.families)
 
 
 def main(zoo: Path, names: list[str]) -> None:
     policy = load_policy("default")
-    det = policy.detection
-    label_set, images = _detection_inputs("fashion-mnist", "default", det, 0)
+    label_set, images = _detection_inputs("fashion-mnist", "default", policy.detection, 0)
     for name in names:
         clip = load_clip(zoo / name)
-        print(f"{name}  as probed: {scores(clip, label_set, images, det)}", flush=True)
+        print(f"{name}  as probed: {scores(clip, label_set, images, policy)}", flush=True)
         for s in range(NOISE_SEEDS):
             gen = torch.Generator().manual_seed(s)
             noise = EPS * (2 * torch.rand(images.shape, generator=gen) - 1)
             moved = (images + noise).clamp(0, 1)
-            print(f"{name}  noise {s}:   {scores(clip, label_set, moved, det)}", flush=True)
+            print(f"{name}  noise {s}:   {scores(clip, label_set, moved, policy)}", flush=True)
 
 
 if __name__ == "__main__":
