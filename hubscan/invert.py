@@ -21,6 +21,7 @@ returns a Detection and the estimated trigger tensors; pipeline.py writes the ar
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -82,7 +83,7 @@ def detect(
                 holdout,
                 holdout_clean=holdout_clean,
                 policy=policy,
-                generator=generator,
+                generator=family_generator(seed, family),
             )
         )
     scores = tuple(
@@ -107,6 +108,13 @@ def detect(
         ),
     )
     return Outcome(detection=detection, estimates={r.family: r.trigger for r in results})
+
+
+def family_generator(seed: int, family: str) -> torch.Generator:
+    """Each family's own random stream, fixed by the seed and its name: a family's score must
+    not depend on which families the policy searches before it (with one shared stream, adding
+    or dropping a family redrew the next one's starts and batches)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(family.encode()))
 
 
 def decide(scores: Sequence[FamilyScore]) -> tuple[Verdict, FamilyScore]:

@@ -82,6 +82,7 @@ class DetectionPolicy:
     keep: int
     probe_images: int
     holdout_images: int
+    refine_batch: int  # probe images per refinement step, drawn afresh each step
     steps: int
     success_share: float
     max_clean_share: float

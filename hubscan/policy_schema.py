@@ -206,6 +206,7 @@ SCHEMA: dict[str, Any] = {
         "keep": _int(1, 1_000),
         "probe_images": _int(1, 100_000),
         "holdout_images": _int(8, 100_000),
+        "refine_batch": _int(1, 100_000),
         "steps": _int(1, 1_000_000),
         "success_share": _float(0.5, 1.0),
         "max_clean_share": _float(0.1, 1.0),

@@ -14,7 +14,7 @@ from hubscan.errors import BudgetExhausted, ProbeError
 from hubscan.invert import detect
 from hubscan.model import ClipHandle, load_clip
 from hubscan.policy import DetectionPolicy, load_policy
-from hubscan.records import Verdict
+from hubscan.records import FamilyScore, Verdict
 from hubscan.search import (
     Candidates,
     Counter,
@@ -133,6 +133,37 @@ def test_the_same_seed_gives_the_same_scores(clip: ClipHandle) -> None:
         return [f.score for f in outcome.detection.families]
 
     assert scores() == scores()
+
+
+def test_a_familys_score_does_not_depend_on_the_families_searched_before_it(
+    clip: ClipHandle,
+) -> None:
+    def warp(families: tuple[str, ...]) -> FamilyScore:
+        policy = small(families=families)
+        outcome = detect(
+            clip, probes(), classes=CLASSES, templates=TEMPLATES, labelled=True, policy=policy
+        )
+        return outcome.detection.families[-1]
+
+    assert warp(("patch", "blend", "warp")) == warp(("warp",))
+
+
+def test_refinement_steps_draw_refine_batch_images_from_the_probe_pool(clip: ClipHandle) -> None:
+    counter = Counter(deadline=time.perf_counter() + 600)
+    cands = Candidates(clip=clip, head=clip.zero_shot_head(CLASSES, TEMPLATES), counter=counter)
+    images = probes(20)
+    policy = small(screen_steps=2, steps=5, refine_batch=3, success_share=1.0, keep=2)
+    search_family(
+        cands,
+        "blend",
+        images[:12],
+        images[12:],
+        holdout_clean=torch.zeros(8, dtype=torch.long),
+        policy=policy,
+        generator=torch.Generator(),
+    )
+    screened = 6 * 4 * 2 + 3 * 4 * 2  # 6 candidates, then 3, at 4 images for 2 steps
+    assert counter.passes == screened + 2 * 3 * 5  # 2 kept x 3 images x 5 steps
 
 
 def test_too_few_probe_images_is_a_probe_error_naming_the_need(clip: ClipHandle) -> None:
