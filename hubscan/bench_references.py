@@ -57,7 +57,9 @@ class KnownSetup:
         )
 
 
-def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
+def known_setup(
+    root: Path, m: dict[str, Any], policy: Policy, probes: str = "default"
+) -> KnownSetup:
     from hubscan import vector
     from hubscan.model import load_clip
     from hubscan.probes import load_labels, load_probes
@@ -66,8 +68,8 @@ def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
     labels = load_labels(LABELS)
     clip = load_clip(root)
     head = clip.zero_shot_head(labels.classes, labels.templates)
-    probes = load_probes("default", labels=labels, limit=policy.unlearning.probe_images, seed=0)
-    parts = probes.split(seed=0)
+    probe_set = load_probes(probes, labels=labels, limit=policy.unlearning.probe_images, seed=0)
+    parts = probe_set.split(seed=0)
     if parts.tune.labels is None or parts.val.labels is None or parts.test.labels is None:
         raise UsageError("the benchmark needs labelled probes")
     task = vector.Task(
@@ -89,7 +91,13 @@ def known_setup(root: Path, m: dict[str, Any], policy: Policy) -> KnownSetup:
 
 
 def baseline(
-    name: str, root: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
+    name: str,
+    root: Path,
+    m: dict[str, Any],
+    policy: Policy,
+    tick: Tick | None,
+    *,
+    probes: str = "default",
 ) -> dict[str, Any]:
     """Fine-tune the image tower on the tune split (clean, or stamped, with true labels) for as
     many steps as contrast TBAR takes in all; the learning rate chosen on val by TBAR's rule."""
@@ -98,7 +106,7 @@ def baseline(
     if tick is not None:
         tick(f"{m['name']}: {name}")
     start = time.perf_counter()
-    known = known_setup(root, m, policy)
+    known = known_setup(root, m, policy, probes)
     clip, head, task, un = known.clip, known.head, known.task, policy.unlearning
     measure = known.measure
     ca0, asr0 = measure(known.test, known.test_labels)
@@ -131,7 +139,13 @@ def baseline(
 
 
 def oracle(
-    root: Path, base: Path, m: dict[str, Any], policy: Policy, tick: Tick | None
+    root: Path,
+    base: Path,
+    m: dict[str, Any],
+    policy: Policy,
+    tick: Tick | None,
+    *,
+    probes: str = "default",
 ) -> dict[str, Any]:
     """θ_b − α·(θ_b − θ_base), α by TBAR's rule on val, measured on test (same splits)."""
     from hubscan import unlearn, vector
@@ -140,7 +154,7 @@ def oracle(
     if tick is not None:
         tick(f"{m['name']}: oracle")
     start = time.perf_counter()
-    known = known_setup(root, m, policy)
+    known = known_setup(root, m, policy, probes)
     clip = known.clip
     theta_b, theta_0 = vector.tower_params(clip), vector.tower_params(load_clip(base))
     tau = {k: theta_b[k] - theta_0[k] for k in theta_b}

@@ -55,12 +55,20 @@ BENCH_VERSION = 1
 
 
 def run_unlearning_bench(
-    *, zoos: list[Path], out: Path, policy: Policy, command: str, tick: Tick | None
+    *,
+    zoos: list[Path],
+    out: Path,
+    policy: Policy,
+    command: str,
+    tick: Tick | None,
+    probes: str = "default",
 ) -> dict[str, Any]:
     """Every zoo's backdoored models, zoo after zoo; the page is rewritten after each model, so
     a run cut short shows what it measured, and a rerun (or one with another method) takes what
-    was measured from the cache."""
+    was measured from the cache. `probes`: where every method's labelled probes come from (as
+    `hubscan patch --probes`), up to the policy's `unlearning.probe_images`."""
     plans = [_plan(zoo) for zoo in zoos]
+    splits = _splits(probes, policy)
     sections: list[dict[str, Any]] = [
         {**meta, "models": [], "complete": False} for meta, _ in plans
     ]
@@ -69,7 +77,8 @@ def run_unlearning_bench(
         for (meta, models), section in zip(plans, sections, strict=True):
             zoo = Path(meta["path"])
             for m in models:
-                section["models"].append(_model_row(zoo, m, policy, Path(scratch), tick))
+                row = _model_row(zoo, m, policy, probes, Path(scratch), tick)
+                section["models"].append(row)
                 section["complete"] = len(section["models"]) == len(models)
                 section["summary"] = _summary(section["models"])
                 result = {
@@ -78,12 +87,31 @@ def run_unlearning_bench(
                     "policy": policy.name,
                     "default_variant": policy.unlearning.variant,
                     "policy_sha256": policy.sha256,
+                    "probes": probes,
+                    "splits": splits,
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                     "complete": all(s["complete"] for s in sections),
                     "zoos": [s for s in sections if s["models"]],
                 }
                 _write(out, result)
     return result
+
+
+def _splits(probes: str, policy: Policy) -> dict[str, Any]:
+    """Where the probes come from and the sizes of the splits every method uses (seed 0, as
+    `hubscan patch` and the references split them)."""
+    from hubscan.probes import load_labels, load_probes
+
+    probe_set = load_probes(
+        probes, labels=load_labels(LABELS), limit=policy.unlearning.probe_images, seed=0
+    )
+    parts = probe_set.split(seed=0)
+    return {
+        "source": probe_set.source,
+        "tune": len(parts.tune),
+        "val": len(parts.val),
+        "test": len(parts.test),
+    }
 
 
 def _plan(zoo: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -119,7 +147,7 @@ def _methods(policy: Policy) -> list[tuple[str, str | None]]:
 
 
 def _model_row(
-    zoo: Path, m: dict[str, Any], policy: Policy, scratch: Path, tick: Tick | None
+    zoo: Path, m: dict[str, Any], policy: Policy, probes: str, scratch: Path, tick: Tick | None
 ) -> dict[str, Any]:
     """Every method on one model; each result from the cache when the same weights (and base,
     for the oracle) were measured by this benchmark version with the same settings."""
@@ -142,7 +170,9 @@ def _model_row(
             weights,
             file_sha256(base) if method == "oracle" else None,
         ]
-        run = partial(_run, method, variant, root, m, policy, scratch, tick)
+        if probes != "default":  # keys of the bundled probes' results stay as they were
+            key.append(probes)
+        run = partial(_run, method, variant, root, m, policy, probes, scratch, tick)
         methods[method], hit = cached("unlearning", key, run)
         if hit and tick is not None:
             tick(f"{m['name']}: {method} (cached)")
@@ -195,22 +225,29 @@ def _run(
     root: Path,
     m: dict[str, Any],
     policy: Policy,
+    probes: str,
     scratch: Path,
     tick: Tick | None,
 ) -> dict[str, Any]:
     if method in BASELINES:
-        return baseline(method, root, m, policy, tick)
+        return baseline(method, root, m, policy, tick, probes=probes)
     if method == "oracle":
-        return oracle(root, root.parent / BASE_MODEL, m, policy, tick)
+        return oracle(root, root.parent / BASE_MODEL, m, policy, tick, probes=probes)
     assert variant is not None  # every TBAR method names its variant (_methods)
     pol = dataclasses.replace(
         policy, unlearning=dataclasses.replace(policy.unlearning, variant=variant)
     )
-    return _tbar(root, m, pol, scratch, method == "tbar-estimated", tick)
+    return _tbar(root, m, pol, probes, scratch, method == "tbar-estimated", tick)
 
 
 def _tbar(
-    root: Path, m: dict[str, Any], policy: Policy, scratch: Path, estimate: bool, tick: Tick | None
+    root: Path,
+    m: dict[str, Any],
+    policy: Policy,
+    probes: str,
+    scratch: Path,
+    estimate: bool,
+    tick: Tick | None,
 ) -> dict[str, Any]:
     method = "estimated" if estimate else policy.unlearning.variant
     if tick is not None:
@@ -223,6 +260,7 @@ def _tbar(
             policy=policy,
             out=out,
             labels=LABELS,
+            probes=probes,
             trigger=m["trigger"],
             target=m["target"],
             estimate=estimate,

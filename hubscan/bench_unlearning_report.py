@@ -81,13 +81,15 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
     zoos = result["zoos"]
     reused = sum(int(r.get("cached", 0)) for z in zoos for r in z["models"])
     total = sum(len(r["methods"]) for z in zoos for r in z["models"])
+    split = result["splits"]
     lines = [
         "# Backdoor removal (TBAR) on the zoos",
         "",
         f"Produced by `{result['command']}` (hubscan {result['hubscan']}, policy "
-        f"`{result['policy']}`, {result['machine']['cpus']} CPUs). Test split: 300 bundled "
-        "Fashion-MNIST probes never used to learn the trigger vector (tune, 400) or to choose "
-        "the coefficient / learning rate (val, 300). Attack success is always the *true* "
+        f"`{result['policy']}`, {result['machine']['cpus']} CPUs). Test split: {split['test']:,} "
+        f"probes ({split['source']}) never used to learn the trigger vector (tune, "
+        f"{split['tune']:,}) or to choose the coefficient / learning rate (val, "
+        f"{split['val']:,}). Attack success is always the *true* "
         "trigger's; retention = clean accuracy after / before. Patched: TBAR wrote a verified "
         "release (the oracle: found a coefficient within the floor); a baseline kept the "
         "clean-accuracy floor. A model TBAR left unpatched (trigger not detected, no coefficient "

@@ -177,6 +177,13 @@ def bench_detection(
 def bench_unlearning(
     zoo: Annotated[list[Path], typer.Option("--zoo", help="a built zoo; repeat for several")],
     policy: PolicyOpt = "default",
+    probes: Annotated[
+        str,
+        typer.Option(
+            help="labelled probes for every method, as `hubscan patch --probes` "
+            "(up to unlearning.probe_images of them)"
+        ),
+    ] = "default",
     out: Annotated[Path, typer.Option(help="where unlearning.md, .json and figures go")] = Path(
         "benchmarks"
     ),
@@ -198,8 +205,10 @@ def bench_unlearning(
                 policy=load_policy(policy),
                 command="hubscan bench unlearning "
                 + " ".join(f"--zoo {z}" for z in zoo)
+                + ("" if probes == "default" else f" --probes {probes}")
                 + _policy_flag(policy),
                 tick=lambda name: tick(1),
+                probes=probes,
             )
         for z in result["zoos"]:
             for method, by in z["summary"].items():

@@ -67,8 +67,11 @@ def main(zoo: Path, only: list[str]) -> None:
             else:
                 backdoors.append(row)
         over = sum(s > worst_clean for r in backdoors for s in r)
-        print(f"   clean max {worst_clean:.2f}; backdoored audits above it: {over}/"
-              f"{sum(len(r) for r in backdoors)}", flush=True)
+        print(
+            f"   clean max {worst_clean:.2f}; backdoored audits above it: {over}/"
+            f"{sum(len(r) for r in backdoors)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

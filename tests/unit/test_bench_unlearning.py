@@ -36,6 +36,7 @@ def result(
     }
 
 
+SPLITS = {"source": "Fashion-MNIST test set", "tune": 1200, "val": 900, "test": 900}
 ROWS = [
     result(
         "patch-a",
@@ -111,6 +112,7 @@ def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> No
         "hubscan": "0",
         "policy": "default",
         "machine": {"cpus": 2},
+        "splits": SPLITS,
         "complete": False,
         "zoos": [
             {"zoo": "z", "tower": "vit", "models": ROWS, "summary": _summary(ROWS)},
@@ -138,6 +140,8 @@ def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> No
     every = [n for ns in names.values() for n in ns]
     assert all(Image.open(tmp_path / n).size[0] > 0 for n in every)
     page = markdown(res, names)
+    assert "Test split: 900 probes (Fashion-MNIST test set) never used" in page
+    assert "(tune, 1,200)" in page and "(val, 900)" in page
     assert "**Partial run:**" in page and "`hubscan bench unlearning --zoo z --zoo t`" in page
     assert "2 of 6 results (one method on one model) were taken from the benchmark's cache" in page
     assert "## Zoo `z`: ViT" in page and "## Zoo `t`: ImageNet MobileNetV2" in page
@@ -168,19 +172,22 @@ def test_each_method_is_measured_once_per_weights_and_a_new_method_alone(
         return {"status": "within floor"}
 
     monkeypatch.setattr(bench_unlearning, "_run", run)
-    first = bench_unlearning._model_row(zoo, m, policy, tmp_path, None)
+    first = bench_unlearning._model_row(zoo, m, policy, "default", tmp_path, None)
     methods = [name for name, _ in bench_unlearning._methods(policy)]
     assert list(first["methods"]) == methods and first["cached"] == 0
     assert runs == methods
-    again = bench_unlearning._model_row(zoo, m, policy, tmp_path, None)
+    again = bench_unlearning._model_row(zoo, m, policy, "default", tmp_path, None)
     assert again["cached"] == len(methods) and len(runs) == len(methods)
     # a variant added to the benchmark is the only thing measured next time
     monkeypatch.setattr(bench_unlearning, "VARIANTS", (*bench_unlearning.VARIANTS, "mixed"))
-    bench_unlearning._model_row(zoo, m, policy, tmp_path, None)
+    bench_unlearning._model_row(zoo, m, policy, "default", tmp_path, None)
     assert runs[len(methods) :] == ["tbar-known-mixed"]
+    # other probes: everything again
+    other = bench_unlearning._model_row(zoo, m, policy, "fashion-mnist:test", tmp_path, None)
+    assert other["cached"] == 0
     # other weights: everything again
     (zoo / "m" / "open_clip_model.safetensors").write_bytes(b"other weights")
-    assert bench_unlearning._model_row(zoo, m, policy, tmp_path, None)["cached"] == 0
+    assert bench_unlearning._model_row(zoo, m, policy, "default", tmp_path, None)["cached"] == 0
 
 
 def test_the_oracle_vector_removes_a_zoo_backdoor_within_the_floor(quick_zoo: Path) -> None:
@@ -263,6 +270,7 @@ def test_the_page_follows_the_default_variant_and_shows_its_damping(tmp_path: Pa
         "policy": "default",
         "default_variant": "fisher",
         "machine": {"cpus": 2},
+        "splits": SPLITS,
         "zoos": [{"zoo": "z", "tower": "vit", "models": rows, "summary": _summary(rows)}],
     }
     names = figures(res, tmp_path)
