@@ -87,7 +87,7 @@ def markdown(result: dict[str, Any], figure_names: dict[str, list[str]]) -> str:
         "",
         f"Produced by `{result['command']}` (hubscan {result['hubscan']}, policy "
         f"`{result['policy']}`, {result['machine']['cpus']} CPUs). Test split: {split['test']:,} "
-        f"probes ({split['source']}) never used to learn the trigger vector (tune, "
+        f"probes from the {split['source']}, never used to learn the trigger vector (tune, "
         f"{split['tune']:,}) or to choose the coefficient / learning rate (val, "
         f"{split['val']:,}). Attack success is always the *true* "
         "trigger's; retention = clean accuracy after / before. Patched: TBAR wrote a verified "

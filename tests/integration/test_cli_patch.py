@@ -149,9 +149,9 @@ def test_known_trigger_patch_removes_it_and_reports_the_coefficient_curve(
     assert check["source"] == "known" and check["target"] == TARGET
     assert check["after"]["attack_success"] <= 0.1 < 0.8 < check["before"]["attack_success"]
     patch = report["patch"]
-    assert patch["estimated"] is False and patch["variant"] == "fisher"
+    assert patch["estimated"] is False and patch["variant"] == "contrast"
     dampings = [c["damping"] for c in patch["curves"]]
-    assert patch["damping"] in dampings and dampings == sorted(dampings) and len(dampings) > 1
+    assert dampings == [patch["damping"]]  # contrast: one vector, one coefficient curve
     coefs = [t["coef"] for t in patch["trials"]]
     assert coefs == sorted(coefs) and coefs[0] == 0 and patch["coef"] in coefs
     assert report["detection"] is None  # the known trigger needs no search

@@ -140,7 +140,7 @@ def test_page_and_figures_show_every_zoo_method_and_family(tmp_path: Path) -> No
     every = [n for ns in names.values() for n in ns]
     assert all(Image.open(tmp_path / n).size[0] > 0 for n in every)
     page = markdown(res, names)
-    assert "Test split: 900 probes (Fashion-MNIST test set) never used" in page
+    assert "Test split: 900 probes from the Fashion-MNIST test set, never used" in page
     assert "(tune, 1,200)" in page and "(val, 900)" in page
     assert "**Partial run:**" in page and "`hubscan bench unlearning --zoo z --zoo t`" in page
     assert "2 of 6 results (one method on one model) were taken from the benchmark's cache" in page

@@ -43,7 +43,8 @@ def test_remove_leaves_the_audited_model_as_it_was(
     flags = {k: p.requires_grad for k, p in fresh.model.named_parameters()}
     removal = unlearn.remove(fresh, task(fresh), cheap)
     assert removal.patch.coef > 0 and removal.patch.vector_norm > 0
-    assert removal.patch.variant == "fisher" and removal.patch.accuracy_kind == "clean accuracy"
+    assert removal.patch.variant == cheap.variant
+    assert removal.patch.accuracy_kind == "clean accuracy"
     after = fresh.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert flags == {k: p.requires_grad for k, p in fresh.model.named_parameters()}
