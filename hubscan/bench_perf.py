@@ -60,7 +60,6 @@ def run_perf_bench(
         "model": model,
         "classes": len(classes),
         "probe_images": policy.detection.probe_images,
-        "refine_batch": policy.detection.refine_batch,
         "shapes": list(policy.detection.families),
         "hubscan_detector": _hubscan(clip, probes, big, policy),
         "neural_cleanse": neural_cleanse(clip, probes, big, policy),
@@ -104,8 +103,7 @@ def neural_cleanse(
 ) -> dict[str, Any]:
     """Plain Neural Cleanse over every class: one mask+pattern optimization per class (CE to the
     class + lambda * mean mask) on hubscan's probe images, with as many steps as hubscan gives
-    each of its finalists (every screening round plus the refinement), each on as many images as
-    a refinement step (`refine_batch`, drawn afresh from the probe images), so every class is
+    each of its finalists (every screening round plus the refinement), so every class is
     searched as thoroughly; the flagged class is the smallest mask whose anomaly index exceeds
     the policy's threshold."""
     det = policy.detection
@@ -116,10 +114,9 @@ def neural_cleanse(
     head = clip.zero_shot_head(labels.classes, labels.templates)
     scale = clip.model.logit_scale.exp().detach()
     norms, passes = [], 0
-    batch = min(det.refine_batch, len(images))
     for target in range(len(labels.classes)):
-        norms.append(_nc_one_class(clip, images, head, scale, target, steps, batch))
-        passes += batch * steps
+        norms.append(_nc_one_class(clip, images, head, scale, target, steps))
+        passes += det.probe_images * steps
     t = torch.tensor(norms)
     median = float(t.median())
     mad = float((t - median).abs().median())
@@ -144,7 +141,6 @@ def _nc_one_class(
     scale: torch.Tensor,
     target: int,
     steps: int,
-    batch: int,
 ) -> float:
     _, c, h, w = images.shape
     gen = torch.Generator().manual_seed(target)
@@ -152,11 +148,10 @@ def _nc_one_class(
     pattern = torch.randn((1, c, h, w), generator=gen).requires_grad_()
     opt = torch.optim.Adam([mask, pattern], lr=0.5)
     lam, best = NC_LAMBDA, 1.0
-    goal = torch.full((batch,), target, device=images.device)
+    goal = torch.full((len(images),), target, device=images.device)
     for _ in range(steps):
         m, p = torch.sigmoid(mask), torch.sigmoid(pattern)
-        pick = torch.randperm(len(images), generator=gen)[:batch].to(images.device)
-        stamped = (1 - m) * images[pick] + m * p
+        stamped = (1 - m) * images + m * p
         emb = F.normalize(clip.model.encode_image(clip.prepare(stamped)).float(), dim=-1)
         logits = scale * emb @ head.T
         loss = F.cross_entropy(logits, goal) + lam * m.mean()
@@ -218,9 +213,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| Neural Cleanse, per class (patch only) | {n['verdict']} | {n['suspected_target']} | "
         f"{n['passes']:,} | {n['seconds']:.1f} s |",
         "",
-        f"Neural Cleanse runs {n['steps_per_class']} steps for every class, each on "
-        f"{r.get('refine_batch', r['probe_images'])} of {r['probe_images']} probe images: what "
-        "hubscan spends on each class that survives its screen.",
+        f"Neural Cleanse runs {n['steps_per_class']} steps on {r['probe_images']} images for "
+        "every class: what hubscan spends on each class that survives its screen.",
         "",
         f"hubscan uses **{r['pass_ratio']}x** fewer passes and **{r['time_ratio']}x** less wall "
         f"time. Neural Cleanse's anomaly index: {n['anomaly_index']} (smallest mask "
