@@ -149,9 +149,9 @@ def test_known_trigger_patch_removes_it_and_reports_the_coefficient_curve(
     assert check["source"] == "known" and check["target"] == TARGET
     assert check["after"]["attack_success"] <= 0.1 < 0.8 < check["before"]["attack_success"]
     patch = report["patch"]
-    assert patch["estimated"] is False and patch["variant"] == "contrast"
+    assert patch["estimated"] is False and patch["variant"] == "fisher"
     dampings = [c["damping"] for c in patch["curves"]]
-    assert dampings == [patch["damping"]]  # contrast: one vector, one coefficient curve
+    assert patch["damping"] in dampings and dampings == sorted(dampings) and len(dampings) > 1
     coefs = [t["coef"] for t in patch["trials"]]
     assert coefs == sorted(coefs) and coefs[0] == 0 and patch["coef"] in coefs
     assert report["detection"] is None  # the known trigger needs no search
@@ -235,10 +235,10 @@ def test_too_few_probes_to_split_and_audit_is_one_line_and_no_verdict(
     probes.mkdir()
     image = io.BytesIO()
     Image.new("L", (28, 28), 128).save(image, format="PNG")
-    for i in range(120):  # enough to audit once (76), not to split three ways and audit twice
+    for i in range(300):  # enough to audit once (256), not to split three ways and audit twice
         (probes / f"{i}.png").write_bytes(image.getvalue())
     out = tmp_path / "release"
     result = patch(quick_zoo / "patch-white-br-bag", out, "--probes", str(probes))
     assert result.code == ExitCode.NO_VERDICT, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and "need 76 images each" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "need 256 images each" in result.stderr
     assert not out.exists()
